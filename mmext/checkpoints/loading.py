@@ -1,0 +1,208 @@
+"""One checkpoint loader for every family.
+
+A checkpoint flows one way: :func:`read_checkpoint` reads the file with ``weights_only=True``
+(checkpoints are untrusted input), :func:`extract_state_dict` unwraps it (``'state_dict'``,
+``'model'``, ``'module.'``, ``'backbone.'``), :func:`detect_layout` picks the source layout from
+the family's table (:data:`LAYOUTS`), the layout's pure key-mapping function turns it into
+mmext's own keys, and :func:`load_pretrained` loads it, dropping classifier heads silently,
+naming anything else that did not fit in one log message, and refusing shape mismatches.
+"""
+import logging
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Pattern, Tuple
+
+import torch
+from mmengine.logging import print_log
+
+from mmext.errors import CheckpointError, _unpickling_reason
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A source layout of one family's checkpoints.
+
+    Attributes:
+        name: short name shown to users (``'mmext'``, ``'official'``, ``'timm'``).
+        detect: ``keys -> bool``, true when a state dict's keys are in this layout.
+        convert: pure ``state_dict -> state_dict`` mapping to mmext's keys.
+    """
+    name: str
+    detect: Callable[[List[str]], bool]
+    convert: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family's layouts and the keys of its classifier (dropped when loading)."""
+    layouts: Tuple[Layout, ...]
+    head_pattern: Pattern = field(default=re.compile(r'^(head|head_dist|dist_head)\.'))
+
+
+#: family (backbone class name) -> :class:`Family`; each family's module registers itself here.
+LAYOUTS: Dict[str, Family] = {}
+
+
+def register_family(name, layouts, head_pattern=r'^(head|head_dist|dist_head)\.'):
+    LAYOUTS[name] = Family(tuple(layouts), re.compile(head_pattern))
+
+
+@dataclass
+class LoadReport:
+    layout: str
+    loaded: List[str]
+    missing: List[str]
+    unexpected: List[str]
+
+
+def identity(state_dict):
+    """The mapping of mmext's own layout."""
+    return dict(state_dict)
+
+
+def rename_keys(state_dict, rules):
+    """Apply ``(compiled_regex, replacement)`` rules, in order, to every key."""
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def read_checkpoint(path):
+    """Read a checkpoint file with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds pickled objects other than
+            tensors and plain containers (which could run code when unpickled).
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f'Checkpoint not found: {path!r}. Put the ImageNet checkpoint there (see the README, '
+            f'"Pretrained weights"; tools/convert_checkpoint.py converts the authors\' and timm\'s '
+            f'files), point init_cfg.checkpoint at your file, or train from scratch with '
+            f'--cfg-options model.backbone.init_cfg=None.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f'Refusing to load {path!r}: it holds pickled objects other than tensors, and mmext '
+            f'loads checkpoints with weights_only=True because unpickling arbitrary objects can run '
+            f'code. If you trust the file, re-save its tensors only (e.g. torch.save(state_dict)). '
+            f'Details: {_unpickling_reason(exc)}') from None
+    except Exception as exc:  # zip/pickle corruption, not a torch file, ...
+        raise CheckpointError(f'Could not read checkpoint {path!r}: {exc}') from None
+
+
+def extract_state_dict(obj):
+    """Unwrap a loaded checkpoint to a flat ``{key: tensor}`` dict of backbone weights.
+
+    Handles ``{'state_dict': ...}`` (mmengine), ``{'model': ...}`` (the authors'), ``module.``
+    prefixes (DDP) and full detector/segmentor checkpoints (keeps ``backbone.*`` only).
+    """
+    while isinstance(obj, dict):
+        for wrapper in ('state_dict', 'model', 'module'):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+        else:
+            break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f'Checkpoint holds a {type(obj).__name__}, not a state dict.')
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    if any(k.startswith('backbone.') for k in state):
+        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    if not state:
+        raise CheckpointError('Checkpoint holds no tensors.')
+    return state
+
+
+def detect_layout(state_dict, family_name):
+    """Return the :class:`Layout` of ``state_dict`` among the family's known layouts."""
+    family = LAYOUTS.get(family_name)
+    if family is None:
+        raise CheckpointError(f'mmext knows no checkpoint layouts for {family_name!r}.')
+    keys = list(state_dict)
+    for layout in family.layouts:
+        if layout.detect(keys):
+            return layout
+    sample = ', '.join(keys[:5])
+    raise CheckpointError(
+        f'This checkpoint is not a {family_name} checkpoint in any layout mmext knows '
+        f'({", ".join(l.name for l in family.layouts)}); its first keys are: {sample}. '
+        f'Check that init_cfg.checkpoint names the right family.')
+
+
+def convert_state_dict(state_dict, family_name):
+    """Map a backbone state dict of any known layout to mmext's keys, without the classifier.
+
+    Returns:
+        tuple: ``(layout_name, converted_state_dict)``.
+    """
+    layout = detect_layout(state_dict, family_name)
+    converted = layout.convert(state_dict)
+    head = LAYOUTS[family_name].head_pattern
+    converted = {k: v for k, v in converted.items() if not head.search(k)}
+    return layout.name, converted
+
+
+def load_pretrained(model, path, logger='current'):
+    """Load ImageNet weights from ``path`` into an mmext backbone, in any known layout.
+
+    Classifier keys are dropped silently. Missing and unexpected keys are named in one warning;
+    a shape mismatch raises :class:`CheckpointError` (it means another arch or family).
+
+    Returns:
+        LoadReport
+    """
+    family = type(model).__name__
+    layout, state = convert_state_dict(extract_state_dict(read_checkpoint(path)), family)
+    own = model.state_dict()
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+    arch = getattr(model, 'arch_name', '?')
+    if mismatched:
+        raise CheckpointError(
+            f'{path!r} ({layout} layout) does not fit {family} arch {arch!r}: '
+            f'{len(mismatched)} tensors have other shapes, e.g. ' + '; '.join(mismatched[:5]) +
+            '. Use the checkpoint of the same arch.')
+    missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state if k not in own]
+    loaded = [k for k in state if k in own]
+    if not loaded:
+        raise CheckpointError(f'No tensor of {path!r} fits {family} arch {arch!r}.')
+    model.load_state_dict({k: state[k] for k in loaded}, strict=False)
+    message = (f'Loaded {len(loaded)} tensors into {family}-{arch} from {path} '
+               f'({layout} layout).')
+    if missing or unexpected:
+        message += (f' Missing in the checkpoint ({len(missing)}): {missing}. '
+                    f'Unexpected in the checkpoint ({len(unexpected)}): {unexpected}.')
+        print_log(message, logger=logger, level=logging.WARNING)
+    else:
+        print_log(message, logger=logger, level=logging.INFO)
+    return LoadReport(layout, loaded, missing, unexpected)
+
+
+def convert_checkpoint(src, dst, family, arch=None):
+    """Write an mmext-native, tensors-only checkpoint (``{'state_dict': ...}``) from ``src``.
+
+    When ``arch`` is given the weights are checked by loading them into that backbone first.
+
+    Returns:
+        tuple: ``(layout_name, number_of_tensors)``.
+    """
+    layout, state = convert_state_dict(extract_state_dict(read_checkpoint(src)), family)
+    if arch is not None:
+        from mmext.registry import MODELS
+        model = MODELS.build(dict(type=family, arch=arch))
+        load_pretrained(model, src)
+        state = {k: v for k, v in model.state_dict().items()}
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({'state_dict': state, 'meta': {'family': family, 'source_layout': layout}}, dst)
+    return layout, len(state)

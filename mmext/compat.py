@@ -1,0 +1,82 @@
+"""torch >= 2.6 checkpoint loading for mmengine, without switching the safety off.
+
+torch >= 2.6 loads checkpoints with ``weights_only=True`` by default. mmengine 0.10.7 calls
+``torch.load`` without the argument, and its own training checkpoints hold a few non-tensor types
+(the message hub's ``HistoryBuffer``, numpy scalars, arrays and dtypes), so ``--resume``,
+``load_from`` and ``tools/test.py CKPT`` fail. This module fixes that once, at ``import mmext``:
+
+* it allow-lists exactly those types for the weights-only unpickler
+  (``torch.serialization.add_safe_globals``), plus a stand-in for the ``getattr`` a pickled
+  ``HistoryBuffer`` uses, which resolves its statistics methods and nothing else, and
+* it replaces mmengine's loader of local files with one that passes ``weights_only=True``
+  explicitly and turns a refusal into a :class:`~mmext.errors.CheckpointError` that says why.
+
+Nothing here ever loads with ``weights_only=False``: a file that needs any other type is refused.
+"""
+import os.path as osp
+import pickle
+
+import numpy as np
+import torch
+
+from mmext.errors import CheckpointError, _unpickling_reason
+
+
+def _history_buffer_statistic(owner, name):
+    """Stands in for ``getattr`` while unpickling, resolving HistoryBuffer's statistics only.
+
+    A pickled ``HistoryBuffer`` refers to its statistics methods (``min``, ``max``, ``mean``,
+    ``current``, ...) as ``getattr(HistoryBuffer, name)``. Allowing the real ``getattr`` would let a
+    file reach any attribute of any allowed object; this allows exactly those methods.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    method = getattr(HistoryBuffer, name, None) if isinstance(name, str) else None
+    if owner is not HistoryBuffer or name.startswith('_') or not callable(method):
+        raise pickle.UnpicklingError(
+            f'Unsupported global: getattr({owner!r}, {name!r}) is not a HistoryBuffer statistic')
+    return method
+
+
+def mmengine_safe_globals():
+    """The non-tensor types found in mmengine 0.10 training checkpoints."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:  # numpy >= 1.25 keeps these in numpy._core / numpy.core.multiarray
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # pragma: no cover - older numpy
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = sorted({type(np.dtype(t)) for t in np.sctypeDict.values()},
+                           key=lambda c: c.__name__)
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes,
+            (_history_buffer_statistic, '__builtin__.getattr'),
+            (_history_buffer_statistic, 'builtins.getattr')]
+
+
+def load_local_weights_only(filename, map_location=None):
+    """mmengine's local-file checkpoint loader, with ``weights_only=True`` and clear errors."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise CheckpointError(
+            f'Checkpoint not found: {filename!r}. Check the path given to tools/test.py, '
+            f'--resume or load_from.')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f'Refusing to load {filename!r}: it holds pickled objects that are neither tensors nor '
+            f'the types mmengine checkpoints use, and loading them could run arbitrary code. '
+            f'mmext loads every checkpoint with weights_only=True. If you trust the file, re-save '
+            f'its state dict alone. Details: {_unpickling_reason(exc)}') from None
+
+
+_installed = False
+
+
+def install():
+    """Allow-list mmengine's checkpoint types and install the weights-only local loader."""
+    global _installed
+    if _installed:
+        return
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_weights_only)
+    _installed = True

@@ -1,0 +1,7 @@
+"""mmext's backbones and necks; they need only torch and mmengine.
+
+Importing this package registers every model in :data:`mmext.registry.MODELS`.
+"""
+from mmext.models.base import BaseBackbone  # noqa: F401
+from mmext.models.necks import TransConvFPN  # noqa: F401
+from mmext.models.shvit import SHViT  # noqa: F401

@@ -1,0 +1,201 @@
+"""SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design (Yun & Ro, CVPR 2024).
+
+A 16x16 overlapping stem (four 3x3 stride-2 Conv-BNs), then 3 stages at strides 16/32/64. Each
+block is ``DWConv -> SHSA -> FFN`` (all residual); stage 1 has no attention. Single-head
+self-attention (SHSA) runs on the first ``partial_dim`` channels only, the rest pass through.
+BatchNorm everywhere except the attention's pre-norm (GroupNorm with one group), ReLU.
+Every BN folds into a conv in :meth:`~mmext.models.base.BaseBackbone.switch_to_deploy`.
+
+Works on any input size: the convs pad, and attention runs over whatever token grid arrives.
+Module names follow timm's layout (``stem``/``stages.i.downsample``/``stages.i.blocks.j``) so the
+authors' and timm's checkpoints map onto it by renaming alone (:mod:`mmext.checkpoints.shvit`).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmext.models.base import BaseBackbone
+from mmext.models.layers import ConvBN, Residual, ResidualConvBN
+from mmext.registry import MODELS
+
+
+def make_divisible(value, divisor=8):
+    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``)."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: ``x * sigmoid(fc2(relu(fc1(mean_hw(x)))))``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``; reduction to ``make_divisible(C * rd_ratio)``.
+    """
+
+    def __init__(self, channels, rd_ratio=0.25):
+        super().__init__()
+        hidden = make_divisible(channels * rd_ratio)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x):
+        scale = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * scale.sigmoid()
+
+
+class FFN(nn.Module):
+    """Pointwise feed-forward, ``ConvBN(1x1) -> ReLU -> ConvBN(1x1)``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
+    """
+
+    def __init__(self, channels, hidden_channels):
+        super().__init__()
+        self.pw1 = ConvBN(channels, hidden_channels)
+        self.act = nn.ReLU()
+        self.pw2 = ConvBN(hidden_channels, channels, bn_weight_init=0.0)
+
+    def forward(self, x):
+        return self.pw2(self.act(self.pw1(x)))
+
+
+class PatchMerging(nn.Module):
+    """Downsampling by 2: ``1x1 (x4) -> ReLU -> DW 3x3 s2 -> ReLU -> SE -> 1x1``.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        hidden = in_channels * 4
+        self.conv1 = ConvBN(in_channels, hidden)
+        self.act1 = nn.ReLU()
+        self.conv2 = ConvBN(hidden, hidden, 3, 2, 1, groups=hidden)
+        self.act2 = nn.ReLU()
+        self.se = SqueezeExcite(hidden, 0.25)
+        self.conv3 = ConvBN(hidden, out_channels)
+
+    def forward(self, x):
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.conv2(x))
+        return self.conv3(self.se(x))
+
+
+class SHSA(nn.Module):
+    """Single-Head Self-Attention on the first ``partial_dim`` channels.
+
+    ``x1, x2 = split(x, [partial_dim, C - partial_dim])``; ``x1`` goes through GroupNorm(1), a
+    1x1 Conv-BN to ``q, k`` (``qk_dim`` each) and ``v`` (``partial_dim``), and single-head
+    attention over all ``H*W`` positions; then ``ReLU -> 1x1 Conv-BN`` over ``cat(x1, x2)``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``; attention is ``(N, HW, HW)``.
+    """
+
+    def __init__(self, dim, qk_dim, partial_dim):
+        super().__init__()
+        self.dim = dim
+        self.qk_dim = qk_dim
+        self.partial_dim = partial_dim
+        self.pre_norm = nn.GroupNorm(1, partial_dim)
+        self.qkv = ConvBN(partial_dim, qk_dim * 2 + partial_dim)
+        self.proj = nn.Sequential(nn.ReLU(), ConvBN(dim, dim, bn_weight_init=0.0))
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        x1, x2 = torch.split(x, [self.partial_dim, self.dim - self.partial_dim], dim=1)
+        qkv = self.qkv(self.pre_norm(x1)).flatten(2).transpose(1, 2)  # (N, HW, 2*qk + pd)
+        q, k, v = qkv.unsqueeze(1).split([self.qk_dim, self.qk_dim, self.partial_dim], dim=-1)
+        x1 = F.scaled_dot_product_attention(q, k, v)  # (N, 1, HW, pd), scale qk_dim ** -0.5
+        x1 = x1.squeeze(1).transpose(1, 2).reshape(n, self.partial_dim, h, w)
+        return self.proj(torch.cat([x1, x2], dim=1))
+
+
+class SHViTBlock(nn.Module):
+    """``x -> x + DWConv(x) -> x + SHSA(x) -> x + FFN(x)``; no SHSA when ``partial_dim`` is 0.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, dim, qk_dim, partial_dim, use_attn):
+        super().__init__()
+        self.conv = ResidualConvBN(dim, 3, bn_weight_init=0.0)
+        self.mixer = Residual(SHSA(dim, qk_dim, partial_dim)) if use_attn else nn.Identity()
+        self.ffn = Residual(FFN(dim, dim * 2))
+
+    def forward(self, x):
+        return self.ffn(self.mixer(self.conv(x)))
+
+
+class SHViTStage(nn.Module):
+    """A stage: optional downsampling (``DWConv, FFN, PatchMerging, DWConv, FFN``) then blocks.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` when it downsamples, else
+    ``(N, C, H, W)``.
+    """
+
+    def __init__(self, in_dim, dim, qk_dim, partial_dim, depth, use_attn, downsample):
+        super().__init__()
+        if downsample:
+            self.downsample = nn.Sequential(
+                ResidualConvBN(in_dim, 3),
+                Residual(FFN(in_dim, in_dim * 2)),
+                PatchMerging(in_dim, dim),
+                ResidualConvBN(dim, 3),
+                Residual(FFN(dim, dim * 2)),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.blocks = nn.Sequential(
+            *[SHViTBlock(dim, qk_dim, partial_dim, use_attn) for _ in range(depth)])
+
+
+@MODELS.register_module()
+class SHViT(BaseBackbone):
+    """SHViT backbone for detection and segmentation.
+
+    Args:
+        arch (str | dict): ``'s1'``..``'s4'`` or a dict with ``embed_dims``, ``depths``,
+            ``partial_dims`` (and optionally ``qk_dim``, ``attn_stages``).
+        out_indices (Sequence[int]): stages to return, of 0 (stride 16), 1 (32), 2 (64).
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`.
+
+    Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
+    ``s_i = 16 * 2**i`` for ``i`` in ``out_indices`` (any H and W).
+    """
+
+    arch_settings = {
+        's1': dict(embed_dims=[128, 224, 320], depths=[2, 4, 5], partial_dims=[32, 48, 68]),
+        's2': dict(embed_dims=[128, 308, 448], depths=[2, 4, 5], partial_dims=[32, 66, 96]),
+        's3': dict(embed_dims=[192, 352, 448], depths=[3, 5, 5], partial_dims=[48, 75, 96]),
+        's4': dict(embed_dims=[224, 336, 448], depths=[4, 7, 6], partial_dims=[48, 72, 96]),
+    }
+    arch_keys = ('embed_dims', 'depths', 'partial_dims')
+
+    def __init__(self, arch='s4', out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None):
+        super().__init__(arch, 3, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        dims = self.arch['embed_dims']
+        qk_dim = self.arch.get('qk_dim', 16)
+        attn_stages = self.arch.get('attn_stages', (False, True, True))
+        self.stem = nn.Sequential(
+            ConvBN(3, dims[0] // 8, 3, 2, 1), nn.ReLU(),
+            ConvBN(dims[0] // 8, dims[0] // 4, 3, 2, 1), nn.ReLU(),
+            ConvBN(dims[0] // 4, dims[0] // 2, 3, 2, 1), nn.ReLU(),
+            ConvBN(dims[0] // 2, dims[0], 3, 2, 1))
+        self.stages = nn.ModuleList()
+        for i, (dim, depth, pdim) in enumerate(
+                zip(dims, self.arch['depths'], self.arch['partial_dims'])):
+            self.stages.append(SHViTStage(
+                dims[max(i - 1, 0)], dim, qk_dim, pdim, depth, attn_stages[i], downsample=i > 0))
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self._freeze_stages()
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.run_blocks(stage.blocks, stage.downsample(x))
+            if i in self.out_indices:
+                outs.append(x)
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
