@@ -1,0 +1,28 @@
+"""Small utilities the model tests share (not fixtures: plain functions)."""
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@torch.no_grad()
+def randomize_norms(model, seed=0):
+    """Give every BatchNorm/GroupNorm/LayerNorm non-trivial affine params and running stats.
+
+    Freshly built models have BN gamma 0 on residual branches and identity running stats, which
+    would hide mistakes in loading or folding.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (_BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            if getattr(m, 'weight', None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def max_rel_error(ref, out):
+    """Largest ``max|ref - out| / max|ref|`` over paired tensors."""
+    return max(((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+               for a, b in zip(ref, out))

@@ -1,0 +1,138 @@
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mmext  # noqa: F401  (registers into mmdet and mmseg)
+from mmext.analysis import count_macs, count_params
+from mmext.errors import ConfigError
+from mmext.models import SHViT
+from tests.helpers import max_rel_error, randomize_norms
+
+# The authors' figures: params without the classifier, MACs with it (at 224, S4 at 256).
+PAPER = {
+    's1': dict(dims=[128, 224, 320], params=6.009, macs=0.241, size=224),
+    's2': dict(dims=[128, 308, 448], params=11.033, macs=0.365, size=224),
+    's3': dict(dims=[192, 352, 448], params=13.795, macs=0.601, size=224),
+    's4': dict(dims=[224, 336, 448], params=16.139, macs=0.986, size=256),
+}
+
+
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_params_and_macs_match_paper(arch):
+    model = SHViT(arch)
+    ref = PAPER[arch]
+    assert round(count_params(model) / 1e6, 3) == ref['params']
+    head_macs = ref['dims'][-1] * 1000  # BN-Linear classifier, 1000 classes
+    macs = count_macs(model, (1, 3, ref['size'], ref['size'])) + head_macs
+    assert round(macs / 1e9, 3) == ref['macs']
+
+
+@pytest.mark.parametrize('size', [(224, 224), (64, 96), (97, 131), (512, 512)])
+def test_output_shapes_any_size(size):
+    model = SHViT('s1').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *size))
+    assert len(outs) == 3
+    for i, out in enumerate(outs):
+        stride = 16 * 2**i
+        assert out.shape == (1, PAPER['s1']['dims'][i], math.ceil(size[0] / stride),
+                             math.ceil(size[1] / stride))
+
+
+def test_detection_sized_odd_input():
+    model = SHViT('s4', out_indices=(2, )).eval()
+    with torch.no_grad():
+        (out, ) = model(torch.randn(1, 3, 801, 1203))
+    assert out.shape == (1, 448, 13, 19)
+
+
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_every_arch_builds_with_out_channels(arch):
+    model = SHViT(arch, out_indices=(0, 2))
+    assert model.out_channels == [PAPER[arch]['dims'][0], PAPER[arch]['dims'][2]]
+    with torch.no_grad():
+        outs = model.eval()(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == model.out_channels
+
+
+def test_custom_arch_dict():
+    arch = dict(embed_dims=[32, 48, 64], depths=[1, 1, 1], partial_dims=[8, 12, 16])
+    outs = SHViT(arch).eval()(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 48, 64]
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='s9'), "Unknown SHViT arch 's9'"),
+    (dict(arch=dict(embed_dims=[1, 2, 3])), 'needs the keys'),
+    (dict(out_indices=(0, 3)), 'out_indices'),
+    (dict(out_indices=()), 'out_indices'),
+    (dict(out_indices=(1, 1)), 'repeats'),
+    (dict(frozen_stages=3), 'frozen_stages'),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SHViT(**kwargs)
+
+
+def test_negative_out_indices():
+    assert SHViT('s1', out_indices=(-1, )).out_indices == (2, )
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', ['SHViT', 'mmext.SHViT'])
+def test_builds_from_downstream_registries(scope, name):
+    registry = pytest.importorskip(f'{scope}.registry').MODELS
+    model = registry.build(dict(type=name, arch='s1', out_indices=(1, 2)))
+    assert isinstance(model, SHViT) and model.out_indices == (1, 2)
+
+
+def test_frozen_stages():
+    model = SHViT('s1', frozen_stages=1)
+    model.train()
+    frozen = [model.stem, model.stages[0], model.stages[1]]
+    for module in frozen:
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    assert model.stages[2].training
+
+
+@pytest.mark.parametrize('sync', [False, True])
+def test_norm_eval_keeps_batchnorm_in_eval(sync):
+    model = SHViT('s1', norm_eval=True)
+    if sync:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(not m.training for m in norms)
+    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
+    assert model.training  # the rest still trains
+
+
+def test_with_cp_same_outputs_and_grads():
+    torch.manual_seed(0)
+    plain = randomize_norms(SHViT('s1', norm_eval=True))
+    ckpt = copy.deepcopy(plain)
+    ckpt.with_cp = True
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, ckpt):
+        model.train()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append(model.stages[1].blocks[0].mixer.m.qkv.conv.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+@pytest.mark.parametrize('arch, size', [('s4', (224, 224)), ('s1', (800, 1216))])
+def test_switch_to_deploy_equals_eval(arch, size):
+    model = randomize_norms(SHViT(arch)).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        ref = model(x)
+        fused = copy.deepcopy(model).switch_to_deploy()
+        out = fused(x)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert max_rel_error(ref, out) < 1e-5
