@@ -27,7 +27,7 @@ def register_all():
     for module_name in DOWNSTREAM_REGISTRIES:
         try:
             downstream = importlib.import_module(module_name).MODELS
-        except ImportError:
+        except (ImportError, AssertionError):  # not installed, or its mmcv check failed
             continue
         for name, cls in MODELS.module_dict.items():
             # A name the downstream library already uses for its own module stays theirs;
