@@ -2,14 +2,18 @@
 
 mmengine's analyzer traces the model with the JIT and counts convs, linears and matmuls; mmext adds
 a handle for ``scaled_dot_product_attention`` (``q @ k^T`` and ``attn @ v``), which mmengine does not
-count. Norm layers are left out by default: the papers' MACs figures count convolutions, linear
-layers and matrix products (SHViT-S1 gives the authors' 0.241 G that way; with BN it is 0.244 G).
+count. Norm layers and interpolation are left out by default: the papers' MACs figures count
+convolutions, linear layers and matrix products (SHViT-S1 gives the authors' 0.241 G that way;
+with BN it is 0.244 G; EfficientFormerV2's figures leave out its bilinear upsampling).
 """
 import torch
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 
-_NORM_OPS = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm', 'aten::instance_norm')
+# Norms and interpolation are no multiply-accumulates of the papers' figures (mmengine counts
+# them: BN per element, bilinear upsampling 4 per output element).
+_NORM_OPS = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm', 'aten::instance_norm',
+             'aten::upsample_nearest2d', 'aten::upsample_bilinear2d', 'aten::upsample_bicubic2d')
 
 
 def sdpa_flop_jit(inputs, outputs):

@@ -13,6 +13,7 @@ torch >= 2.6 loads checkpoints with ``weights_only=True`` by default. mmengine 0
 
 Nothing here ever loads with ``weights_only=False``: a file that needs any other type is refused.
 """
+import argparse
 import os.path as osp
 import pickle
 
@@ -38,7 +39,7 @@ def _history_buffer_statistic(owner, name):
 
 
 def mmengine_safe_globals():
-    """The non-tensor types found in mmengine 0.10 training checkpoints."""
+    """The non-tensor types found in mmengine 0.10 training checkpoints and the authors' releases."""
     from mmengine.logging.history_buffer import HistoryBuffer
     try:  # numpy >= 1.25 keeps these in numpy._core / numpy.core.multiarray
         from numpy._core.multiarray import _reconstruct, scalar
@@ -46,7 +47,10 @@ def mmengine_safe_globals():
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = sorted({type(np.dtype(t)) for t in np.sctypeDict.values()},
                            key=lambda c: c.__name__)
+    # argparse.Namespace: the authors' training scripts (SHViT, EfficientFormer) store their
+    # command-line arguments in released checkpoints; it only holds attributes.
     return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes,
+            argparse.Namespace,
             (_history_buffer_statistic, '__builtin__.getattr'),
             (_history_buffer_statistic, 'builtins.getattr')]
 

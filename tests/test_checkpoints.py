@@ -1,4 +1,5 @@
 """The shared checkpoint loader and SHViT's key mappings, with real files written and read back."""
+import argparse
 import logging
 import re
 
@@ -83,7 +84,9 @@ def test_official_layout_loads_with_2d_conv_weights_and_head(source, tmp_path):
     state['head.l.weight'] = torch.randn(1000, 320)
     state['head.bn.weight'] = torch.randn(320)
     path = tmp_path / 'shvit_s1_official.pth'
-    torch.save({'model': state, 'epoch': 300}, path)
+    # the authors' training script also stores its arguments
+    args = argparse.Namespace(model='shvit_s1', lr=1e-3, distillation_type='none')
+    torch.save({'model': state, 'epoch': 300, 'args': args}, path)
     _assert_same(feats, _features_after_loading(path, x))
 
 
