@@ -12,8 +12,12 @@ torch >= 2.6 loads checkpoints with ``weights_only=True`` by default. mmengine 0
   explicitly and turns a refusal into a :class:`~mmext.errors.CheckpointError` that says why.
 
 Nothing here ever loads with ``weights_only=False``: a file that needs any other type is refused.
+
+It also makes mmengine's config loading parse the installed packages' metafiles once per process
+instead of once per ``mmdet::``/``mmseg::`` base (about 3 s per config otherwise).
 """
 import argparse
+import functools
 import os.path as osp
 import pickle
 
@@ -72,6 +76,32 @@ def load_local_weights_only(filename, map_location=None):
             f'its state dict alone. Details: {_unpickling_reason(exc)}') from None
 
 
+@functools.lru_cache(maxsize=None)
+def _config_index(package_path):
+    """``{config name: metafile entry}`` of an installed OpenMMLab package, parsed once."""
+    from mmengine.fileio import load
+    index = {}
+    mim = osp.join(package_path, '.mim')
+    for meta_path in load(osp.join(mim, 'model-index.yml'))['Import']:
+        for model_cfg in load(osp.join(mim, meta_path)).get('Models', []):
+            if 'Config' in model_cfg:
+                index.setdefault(model_cfg['Config'].partition('/')[-1], model_cfg)
+    return index
+
+
+def _cfg_metainfo_cached(package_path, cfg_path):
+    """mmengine's ``_get_cfg_metainfo`` without re-reading every metafile on each call.
+
+    mmengine parses all of a package's metafiles (about 200 YAML files for mmdet, ~0.7 s) for
+    every ``mmdet::``/``mmseg::`` base of every config it loads; the result only depends on the
+    installed package, so mmext parses them once per process.
+    """
+    index = _config_index(package_path)
+    if cfg_path not in index:
+        raise ValueError(f'{cfg_path} is not an experiment config of {package_path}')
+    return index[cfg_path]
+
+
 _installed = False
 
 
@@ -83,4 +113,6 @@ def install():
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_weights_only)
+    from mmengine.config import utils as config_utils
+    config_utils._get_cfg_metainfo = _cfg_metainfo_cached
     _installed = True

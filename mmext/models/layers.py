@@ -193,7 +193,6 @@ def pad_to_multiple(x, multiple):
     Returns the padded map and the original ``(H, W)``; crop back with ``x[..., :H, :W]``.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph))
+    # Always pad (by zero when it divides): a branch on the size would be frozen by ONNX tracing.
+    x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
     return x, (h, w)
