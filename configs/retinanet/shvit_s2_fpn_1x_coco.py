@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/retinanet_shvit_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='s2', init_cfg=dict(checkpoint='checkpoints/shvit_s2.pth')),
+    neck=dict(in_channels=[128, 308, 448]))

@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/retinanet_shvit_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='s4', init_cfg=dict(checkpoint='checkpoints/shvit_s4.pth')),
+    neck=dict(in_channels=[224, 336, 448]))

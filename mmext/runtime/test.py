@@ -1,0 +1,51 @@
+"""Evaluation, as ``tools/test.py`` and ``tools/dist_test.sh`` run it."""
+import os.path as osp
+
+from mmext.errors import CheckpointError
+from mmext.runtime.common import (FuseBackboneHook, MetricsRecorder, adapt_to_device,
+                                  build_runner, check_datasets, detect_codebase, load_config,
+                                  print_metrics, register_codebase, set_work_dir)
+
+
+def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', fuse=False):
+    """Evaluate a checkpoint on the config's test set with mmengine's Runner.
+
+    Args:
+        config (str | Config): config file (or a loaded Config).
+        checkpoint (str): the trained model (mmengine checkpoint).
+        work_dir (str, optional): where the logs go; default ``work_dirs/<config name>``.
+        cfg_options (dict, optional): overrides, as ``--cfg-options`` gives them.
+        launcher (str): ``'none'``, ``'pytorch'`` (torchrun) or ``'slurm'``.
+        fuse (bool): fold the backbone's BatchNorms and re-parameterised branches
+            (``backbone.switch_to_deploy()``) after loading, for faster inference.
+
+    Returns:
+        dict: the test metrics (``coco/bbox_mAP``, ``coco/segm_mAP``, ... or ``mIoU``, ...).
+    """
+    cfg = load_config(config, cfg_options)
+    codebase = detect_codebase(cfg)
+    register_codebase(codebase)
+    set_work_dir(cfg, config, work_dir)
+    if not _is_remote(checkpoint) and not osp.isfile(str(checkpoint)):
+        raise CheckpointError(f'checkpoint {checkpoint!r} does not exist; pass the .pth file '
+                              'that training wrote in its work dir (e.g. epoch_12.pth, '
+                              'iter_40000.pth).')
+    cfg.load_from = str(checkpoint)
+    cfg.resume = False
+    # The backbone's own pretrained weights are replaced by the checkpoint anyway.
+    if cfg.get('model', {}).get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    adapt_to_device(cfg, launcher)
+    check_datasets(cfg, ['test'])
+    runner = build_runner(cfg)
+    recorder = MetricsRecorder()
+    runner.register_hook(recorder)
+    if fuse:
+        runner.register_hook(FuseBackboneHook())
+    metrics = runner.test() or recorder.metrics
+    print_metrics(metrics, f'mmext: test metrics of {checkpoint}')
+    return dict(metrics)
+
+
+def _is_remote(path):
+    return '://' in str(path)

@@ -1,0 +1,75 @@
+"""Training, as ``tools/train.py`` and ``tools/dist_train.sh`` run it."""
+from mmext.errors import ConfigError
+from mmext.runtime.common import (MetricsRecorder, adapt_to_device, build_runner,
+                                  check_datasets, detect_codebase, load_config, print_metrics,
+                                  register_codebase, set_work_dir)
+
+
+def _set_resume(cfg, resume):
+    """``False``/``None``: start fresh; ``True``/``'auto'``: the latest checkpoint in the work
+    dir (fresh start when there is none); a path: that checkpoint."""
+    if resume in (None, False):
+        return
+    cfg.resume = True
+    if resume is True or resume == 'auto':
+        cfg.load_from = None
+    else:
+        cfg.load_from = str(resume)
+
+
+def prepare_train_cfg(config, work_dir=None, cfg_options=None, resume=False,
+                      launcher='none', amp=False, auto_scale_lr=False):
+    """The config a training run uses (loaded, overridden, adapted to this machine)."""
+    cfg = load_config(config, cfg_options)
+    codebase = detect_codebase(cfg)
+    register_codebase(codebase)
+    set_work_dir(cfg, config, work_dir)
+    if amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError('--amp (mixed precision) needs a CUDA GPU; this machine has none. '
+                              'Run without --amp.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr:
+        if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
+            raise ConfigError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config.')
+        cfg.auto_scale_lr.enable = True
+    _set_resume(cfg, resume)
+    adapt_to_device(cfg, launcher)
+    return cfg, codebase
+
+
+def train(config, work_dir=None, cfg_options=None, resume=False, launcher='none', amp=False,
+          auto_scale_lr=False):
+    """Train the model a config describes with mmengine's Runner.
+
+    Args:
+        config (str | Config): config file (or a loaded Config).
+        work_dir (str, optional): logs and checkpoints; default ``work_dirs/<config name>``.
+        cfg_options (dict, optional): overrides, as ``--cfg-options`` gives them.
+        resume (bool | str): ``'auto'``/``True`` resumes from the latest checkpoint in the
+            work dir, a path resumes from that checkpoint.
+        launcher (str): ``'none'``, ``'pytorch'`` (torchrun) or ``'slurm'``.
+        amp (bool): mixed precision (GPU only).
+        auto_scale_lr (bool): scale the lr to the actual total batch size.
+
+    Returns:
+        dict: the metrics of the last validation (empty when none ran).
+
+    Raises:
+        mmext.errors.DatasetNotFoundError: a dataset the run needs is missing (checked before
+            anything is built).
+    """
+    cfg, _ = prepare_train_cfg(config, work_dir, cfg_options, resume, launcher, amp,
+                               auto_scale_lr)
+    splits = ['train']
+    if cfg.get('val_cfg') and cfg.get('val_dataloader') and cfg.get('val_evaluator'):
+        splits.append('val')
+    check_datasets(cfg, splits)
+    runner = build_runner(cfg)
+    recorder = MetricsRecorder()
+    runner.register_hook(recorder)
+    runner.train()
+    print_metrics(recorder.metrics, f'mmext: last validation metrics (work dir {cfg.work_dir})')
+    return recorder.metrics

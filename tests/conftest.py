@@ -1,0 +1,54 @@
+"""Session fixtures: the generated demo data sets (made once per test session)."""
+import os
+import os.path as osp
+import sys
+import warnings
+
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+# Tiny sets: enough images for a couple of iterations and a meaningful evaluation call.
+COCO_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
+ADE_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def coco_demo(tmp_path_factory):
+    """A tiny COCO-format shapes set (``mmext.demo.coco_demo_info`` dict)."""
+    from mmext.demo import make_coco_demo
+    root = tmp_path_factory.mktemp('coco_demo')
+    info = make_coco_demo(root, **COCO_TINY)
+    info.update(COCO_TINY)
+    return info
+
+
+@pytest.fixture(scope='session')
+def ade_demo(tmp_path_factory):
+    """A tiny ADE20K-format shapes set (``mmext.demo.ade_demo_info`` dict)."""
+    from mmext.demo import make_ade_demo
+    root = tmp_path_factory.mktemp('ade_demo')
+    info = make_ade_demo(root, **ADE_TINY)
+    info.update(ADE_TINY)
+    return info
+
+
+@pytest.fixture(scope='session')
+def subprocess_env():
+    """Environment for the tools run as subprocesses: repo on PYTHONPATH, quiet warnings,
+    one thread per process (several processes share the few cores)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env['PYTHONWARNINGS'] = 'ignore'
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env['PYTHON'] = sys.executable
+    return env

@@ -1,0 +1,175 @@
+"""Plain helpers for the runtime/tool tests: tiny run settings and derived config files.
+
+A derived config inherits a real config of the repository (``_base_`` = its absolute path)
+and overrides only what a seconds-long CPU run on the generated data needs.
+"""
+import os.path as osp
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def config_path(rel):
+    return osp.join(REPO_ROOT, 'configs', rel)
+
+
+def nest(dotted):
+    """``{'a.b': 1, 'c': {...}}`` -> ``{'a': {'b': 1}, 'c': {...}}`` (deep-merged)."""
+    out = {}
+    for key, value in dotted.items():
+        node, parts = out, key.split('.')
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def write_config(path, base, overrides):
+    """Write a config file at ``path`` inheriting ``base`` with ``overrides`` (dotted keys ok)."""
+    lines = [f'_base_ = {str(base)!r}', '']
+    for key, value in nest(overrides).items():
+        lines.append(f'{key} = {value!r}')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return str(path)
+
+
+# Neck/head width of the tool tests (256 in the configs): the tools, not the heads, are under
+# test, and narrow heads keep the steps and the checkpoints (with AdamW state) small.
+TEST_WIDTH = 64
+
+
+def det_overrides(data, kind='mask_rcnn', max_epochs=1, batch_size=2, val_interval=None,
+                  width=TEST_WIDTH):
+    """Tiny detection run on the demo COCO set; ``kind`` is 'mask_rcnn' or 'retinanet'.
+
+    ``width``: neck and head channels (None keeps the config's).
+    """
+    with_mask = kind == 'mask_rcnn'
+    scale = (data['img_size'], data['img_size'])
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
+        dict(type='Resize', scale=scale, keep_ratio=True),
+        dict(type='PackDetInputs'),
+    ]
+    test_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=scale, keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
+        dict(type='PackDetInputs',
+             meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+    ]
+
+    def dataset(split, pipeline, test_mode):
+        return dict(data_root=data['data_root'], metainfo=data['metainfo'],
+                    ann_file=data[f'{split}_ann_file'],
+                    data_prefix=dict(img=data[f'{split}_img_prefix']),
+                    pipeline=pipeline, test_mode=test_mode)
+
+    loader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                  dataset=dataset('val', test_pipeline, True))
+    evaluator = dict(type='CocoMetric', metric=['bbox', 'segm'] if with_mask else ['bbox'],
+                     ann_file=osp.join(data['data_root'], data['val_ann_file']))
+    num_classes = len(data['classes'])
+    opts = {
+        'model.backbone.init_cfg': None,
+        'train_dataloader': dict(batch_size=batch_size, num_workers=0, persistent_workers=False,
+                                 dataset=dataset('train', train_pipeline, False)),
+        'val_dataloader': loader,
+        'test_dataloader': loader,
+        'val_evaluator': evaluator,
+        'test_evaluator': evaluator,
+        'train_cfg': dict(max_epochs=max_epochs,
+                          val_interval=val_interval or max_epochs + 100),
+        'param_scheduler': [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0,
+                                 end=1)],
+        'default_hooks': dict(logger=dict(interval=1),
+                              checkpoint=dict(type='CheckpointHook', interval=1)),
+        'log_processor': dict(window_size=1),
+    }
+    if kind == 'mask_rcnn':
+        opts.update({
+            'model.roi_head.bbox_head.num_classes': num_classes,
+            'model.roi_head.mask_head.num_classes': num_classes,
+            # fewer sampled RoIs: the mask head dominates a CPU step
+            'model.train_cfg.rcnn.sampler.num': 64,
+        })
+        if width:
+            opts.update({
+                'model.neck.out_channels': width,
+                'model.rpn_head.in_channels': width,
+                'model.rpn_head.feat_channels': width,
+                'model.roi_head.bbox_roi_extractor.out_channels': width,
+                'model.roi_head.bbox_head.in_channels': width,
+                'model.roi_head.bbox_head.fc_out_channels': 4 * width,
+                'model.roi_head.mask_roi_extractor.out_channels': width,
+                'model.roi_head.mask_head.in_channels': width,
+                'model.roi_head.mask_head.conv_out_channels': width,
+            })
+    else:
+        opts['model.bbox_head.num_classes'] = num_classes
+        if width:
+            opts.update({
+                'model.neck.out_channels': width,
+                'model.bbox_head.in_channels': width,
+                'model.bbox_head.feat_channels': width,
+            })
+    return opts
+
+
+def seg_overrides(data, max_iters=4, batch_size=2, checkpoint_interval=None,
+                  width=TEST_WIDTH):
+    """Tiny Semantic FPN run on the demo ADE20K set (4 classes through mmseg's label_map)."""
+    size = data['img_size']
+    crop = (size, size)
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='RandomResize', scale=(2 * size, size), ratio_range=(0.75, 1.25),
+             keep_ratio=True),
+        dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackSegInputs'),
+    ]
+    test_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(2 * size, size), keep_ratio=True),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='PackSegInputs'),
+    ]
+
+    def dataset(split, pipeline):
+        return dict(data_root=data['data_root'], metainfo=data['metainfo'],
+                    data_prefix=dict(img_path=data[f'{split}_img_path'],
+                                     seg_map_path=data[f'{split}_seg_map_path']),
+                    pipeline=pipeline)
+
+    loader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                  dataset=dataset('val', test_pipeline))
+    opts = {
+        'crop_size': crop,
+        'model.data_preprocessor.size': crop,
+        'model.backbone.init_cfg': None,
+        'model.decode_head.num_classes': len(data['classes']),
+        'train_dataloader': dict(batch_size=batch_size, num_workers=0,
+                                 persistent_workers=False,
+                                 dataset=dataset('train', train_pipeline)),
+        'val_dataloader': loader,
+        'test_dataloader': loader,
+        'train_cfg': dict(max_iters=max_iters, val_interval=max_iters + 100),
+        'param_scheduler': [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0,
+                                 end=max_iters, by_epoch=False)],
+        'default_hooks': dict(logger=dict(interval=1),
+                              checkpoint=dict(by_epoch=False,
+                                              interval=checkpoint_interval or max_iters)),
+    }
+    if width:
+        opts.update({
+            'model.neck.out_channels': width,
+            'model.decode_head.in_channels': [width] * 4,
+            'model.decode_head.channels': width // 2,
+        })
+    return opts

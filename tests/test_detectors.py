@@ -1,0 +1,54 @@
+"""One loss + backward step of each detector/segmentor built from the real SHViT configs,
+fed by the real data pipeline on the generated data."""
+import math
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DefaultScope
+
+from mmext.runtime.common import adapt_to_device, register_codebase
+
+from .runtime_helpers import config_path, det_overrides, seg_overrides
+
+CASES = [
+    ('mask_rcnn/shvit_s1_fpn_1x_coco.py', 'mmdet', 'mask_rcnn'),
+    ('retinanet/shvit_s1_fpn_1x_coco.py', 'mmdet', 'retinanet'),
+    ('semfpn/shvit_s1_fpn_40k_ade20k.py', 'mmseg', 'semfpn'),
+]
+
+
+@pytest.mark.parametrize('rel, codebase, kind', CASES, ids=[c[2] for c in CASES])
+def test_loss_and_backward(rel, codebase, kind, coco_demo, ade_demo):
+    torch.manual_seed(0)
+    cfg = Config.fromfile(config_path(rel))
+    if codebase == 'mmdet':
+        cfg.merge_from_dict(det_overrides(coco_demo, kind=kind, width=None))
+        from mmdet.registry import DATASETS, MODELS
+    else:
+        cfg.merge_from_dict(seg_overrides(ade_demo, width=None))
+        from mmseg.registry import DATASETS, MODELS
+    register_codebase(codebase)
+    adapt_to_device(cfg)  # SyncBN -> BN on a CPU-only machine
+    with DefaultScope.overwrite_default_scope(codebase):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    model.train()
+    batch = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), True)
+    losses = model(**batch, mode='loss')
+    loss, log_vars = model.parse_losses(losses)
+    assert math.isfinite(loss.item()) and loss.item() > 0
+    loss.backward()
+    for part in ('backbone', 'neck'):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), f'{part} has params without grad'
+        assert sum(g.abs().sum().item() for g in grads) > 0
+        assert all(torch.isfinite(g).all() for g in grads)
+    if kind == 'mask_rcnn':
+        assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(log_vars)
+    elif kind == 'retinanet':
+        assert {'loss_cls', 'loss_bbox'} <= set(log_vars)
+    else:
+        assert 'decode.loss_ce' in log_vars

@@ -1,0 +1,123 @@
+"""The command-line tools end to end, as subprocesses, on the generated data sets:
+train -> checkpoint -> resume -> test (mmdet and mmseg), 2-process gloo training through
+dist_train.sh, and the clean error for a missing data set."""
+import glob
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .runtime_helpers import (REPO_ROOT, config_path, det_overrides, seg_overrides,
+                              write_config)
+
+TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
+
+
+def run(cmd, env, cwd=REPO_ROOT, timeout=900):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, proc.output[-6000:]
+    return proc.output
+
+
+def read_meta(path):
+    # our own checkpoint, written a moment ago by mmengine
+    return torch.load(path, map_location='cpu', weights_only=False)['meta']
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_mmdet_train_resume_test(tmp_path, coco_demo, subprocess_env):
+    cfg = write_config(tmp_path / 'mask_rcnn_tiny.py',
+                       config_path('mask_rcnn/shvit_s1_fpn_1x_coco.py'),
+                       det_overrides(coco_demo, 'mask_rcnn', max_epochs=1))
+    work_dir = str(tmp_path / 'work')
+    iters_per_epoch = coco_demo['num_train'] // 2
+
+    check_ok(run([sys.executable, TRAIN, cfg, '--work-dir', work_dir], subprocess_env))
+    first = osp.join(work_dir, 'epoch_1.pth')
+    assert osp.isfile(first)
+    assert read_meta(first)['epoch'] == 1
+
+    # --resume (no value): the latest checkpoint of the work dir, then one epoch more
+    out = check_ok(run([sys.executable, TRAIN, cfg, '--work-dir', work_dir, '--resume',
+                        '--cfg-options', 'train_cfg.max_epochs=2'], subprocess_env))
+    assert f'resumed epoch: 1, iter: {iters_per_epoch}' in out
+    meta = read_meta(osp.join(work_dir, 'epoch_2.pth'))
+    assert meta['epoch'] == 2 and meta['iter'] == 2 * iters_per_epoch
+
+    out = check_ok(run([sys.executable, TEST, cfg, osp.join(work_dir, 'epoch_2.pth'),
+                        '--work-dir', work_dir, '--fuse'], subprocess_env))
+    assert 'fused the backbone' in out
+    assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out
+    assert 'mmext: test metrics' in out
+
+
+def test_mmseg_train_test(tmp_path, ade_demo, subprocess_env):
+    cfg = write_config(tmp_path / 'semfpn_tiny.py',
+                       config_path('semfpn/shvit_s1_fpn_40k_ade20k.py'),
+                       seg_overrides(ade_demo, max_iters=2))
+    work_dir = str(tmp_path / 'work')
+    check_ok(run([sys.executable, TRAIN, cfg, '--work-dir', work_dir], subprocess_env))
+    ckpt = osp.join(work_dir, 'iter_2.pth')
+    assert osp.isfile(ckpt)
+    out = check_ok(run([sys.executable, TEST, cfg, ckpt, '--work-dir', work_dir],
+                       subprocess_env))
+    assert 'mIoU' in out and 'mmext: test metrics' in out
+
+
+def test_dist_train_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
+    """dist_train.sh: torchrun, 2 processes, gloo (no CUDA here), one checkpoint."""
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU (gloo) path')
+    cfg = write_config(tmp_path / 'retinanet_tiny.py',
+                       config_path('retinanet/shvit_s1_fpn_1x_coco.py'),
+                       det_overrides(coco_demo, 'retinanet', max_epochs=1, batch_size=1))
+    work_dir = str(tmp_path / 'work')
+    env = dict(subprocess_env, PORT=str(free_port()))
+    out = check_ok(run(['bash', DIST_TRAIN, cfg, '2', '--work-dir', work_dir], env))
+    # rank 0 logs the world size; DDP's gradient all-reduce needs both ranks at every step,
+    # so finishing the epoch means both trained
+    assert 'Distributed training: True' in out
+    assert 'GPU number: 2' in out
+    per_rank = coco_demo['num_train'] // 2  # the sampler splits the images between ranks
+    assert f'Epoch(train) [1][{per_rank}/{per_rank}]' in out
+    assert [osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth'))] == ['epoch_1.pth']
+    meta = read_meta(osp.join(work_dir, 'epoch_1.pth'))
+    assert meta['epoch'] == 1
+
+
+@pytest.mark.parametrize('tool, config, hint', [
+    ('train', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org'),
+    ('test', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org'),
+    ('train', 'semfpn/shvit_s1_fpn_40k_ade20k.py', 'ADEChallengeData2016'),
+])
+def test_missing_dataset_is_a_clean_error(tmp_path, subprocess_env, tool, config, hint):
+    # run from an empty folder: the configs' relative data/coco, data/ade are not there
+    args = [sys.executable, TRAIN if tool == 'train' else TEST, config_path(config)]
+    if tool == 'test':
+        ckpt = tmp_path / 'model.pth'
+        ckpt.write_bytes(b'')
+        args.append(str(ckpt))
+    proc = run(args, subprocess_env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 2, proc.output[-4000:]
+    assert proc.stderr.startswith('error: dataset not found')
+    assert 'Traceback' not in proc.output
+    expected_root = 'data/coco' if 'coco' in config else 'data/ade/ADEChallengeData2016'
+    assert osp.join(str(tmp_path), expected_root) in proc.stderr
+    assert hint in proc.stderr and 'make demo' in proc.stderr
+    assert not osp.exists(tmp_path / 'work_dirs')  # failed before building anything

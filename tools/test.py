@@ -1,0 +1,52 @@
+"""Evaluate a trained checkpoint on a config's test set (bbox/segm AP or mIoU).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--fuse]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import warnings
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmengine.config import DictAction  # noqa: E402
+
+from mmext.errors import MmextError  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a model with mmext backbones')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the logs go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--fuse', action='store_true',
+                        help='fold BatchNorms and branches of the backbone before testing')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (dist_test.sh uses pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        from mmext.runtime import test
+        test(args.config, args.checkpoint, work_dir=args.work_dir,
+             cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse)
+    except MmextError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
