@@ -6,3 +6,5 @@ from mmext.checkpoints.loading import (LAYOUTS, convert_checkpoint,  # noqa: F40
                                        convert_state_dict, extract_state_dict, load_pretrained,
                                        read_checkpoint)
 from mmext.checkpoints import shvit  # noqa: F401
+from mmext.checkpoints import efficientformer  # noqa: F401
+from mmext.checkpoints import efficientformer_v2  # noqa: F401

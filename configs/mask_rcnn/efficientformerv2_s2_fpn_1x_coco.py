@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/mask_rcnn_efficientformerv2_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='s2', init_cfg=dict(checkpoint='checkpoints/efficientformerv2_s2.pth')),
+    neck=dict(in_channels=[32, 64, 144, 288]))

@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/semfpn_efficientformerv2_fpn_40k_ade20k.py'
+
+model = dict(
+    backbone=dict(arch='l', init_cfg=dict(checkpoint='checkpoints/efficientformerv2_l.pth')),
+    neck=dict(in_channels=[40, 80, 192, 384]))

@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/semfpn_efficientformerv2_fpn_40k_ade20k.py'
+
+model = dict(
+    backbone=dict(arch='s0', init_cfg=dict(checkpoint='checkpoints/efficientformerv2_s0.pth')),
+    neck=dict(in_channels=[32, 48, 96, 176]))

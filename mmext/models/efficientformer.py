@@ -1,0 +1,366 @@
+"""EfficientFormer: Vision Transformers at MobileNet Speed (Li et al., NeurIPS 2022), V1 (L1/L3/L7).
+
+A conv stem (two 3x3 stride-2 Conv-BN-ReLU, stride 4), then 4 stages at strides 4/8/16/32, each
+after a 3x3 stride-2 Conv-BN downsampling (except the first). Every block is a *MetaBlock*
+``x + LS(TokenMixer(x))``, ``x + LS(MLP(x))`` with layer scale ``LS``:
+
+* **Meta4D** (all of stages 1-3, the first blocks of stage 4) stays in ``(N, C, H, W)``: the token
+  mixer is pooling (``AvgPool3x3(x) - x``), the MLP is ``1x1 Conv-BN -> GELU -> 1x1 Conv-BN``.
+* **Meta3D** (the last ``num_vit`` blocks of stage 4) works on ``(N, HW, C)`` tokens:
+  ``LayerNorm -> MHSA`` (8 heads, key dim 32, value dim 4 x 32, learned attention biases) and
+  ``LayerNorm -> Linear -> GELU -> Linear``. The stage flattens to tokens once before its first
+  Meta3D block and goes back to NCHW once, for the output.
+
+Any input size works without padding: every strided conv has a 3x3 kernel and padding 1, the
+pooling uses ``count_include_pad=False`` and attention runs over whatever token grid arrives, so an
+``H x W`` input gives outputs of ``ceil(H / s) x ceil(W / s)`` for strides ``s = 4, 8, 16, 32``.
+
+Attention biases at other resolutions: the pretrained table holds one bias per head for each
+offset ``(|dy|, |dx|)`` on the 7x7 token grid of a 224 input, 49 entries stored as
+``bias[h, |dy| * 7 + |dx|]``. For an ``H x W`` token grid the table, viewed as a
+``(heads, 7, 7)`` map over ``(|dy|, |dx|)``, is resized bicubically (``align_corners=False``,
+no antialiasing, as timm resizes LeViT-style tables) to ``(heads, H, W)``, and each query/key
+pair gathers the entry at its own offset. At 7x7 the table is used as it is, so the model equals
+the authors' at 224. The parameter stays the 7x7 table; the per-grid bias is computed at forward
+time and, in inference, cached per grid size (see :class:`AttentionBiasTable`).
+
+Folding: :meth:`switch_to_deploy` folds every BatchNorm (stem, downsampling, Meta4D MLPs) into its
+conv. The Meta3D blocks use LayerNorm and the optional output norms are GroupNorm; their
+statistics are computed from each input, so they cannot be folded into a neighbouring layer.
+"""
+from collections import OrderedDict
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmext.models.base import BaseBackbone
+from mmext.models.layers import ConvBN, LayerScale, drop_path
+from mmext.registry import MODELS
+
+
+# ------------------------------------------------------------------------ attention biases
+def resize_bias_table(table, resolution, size):
+    """Resize an offset-bias table from a ``resolution x resolution`` grid to ``size``.
+
+    Args:
+        table (Tensor): ``(heads, resolution**2)``, entry ``|dy| * resolution + |dx|``.
+        resolution (int): side of the grid the table was learned on.
+        size (tuple[int, int]): ``(H, W)`` of the offsets needed now.
+
+    Returns:
+        Tensor: ``(heads, H * W)``, entry ``|dy| * W + |dx|``; ``table`` itself when the size
+        matches. Bicubic, ``align_corners=False``, computed in float32.
+    """
+    if not torch.jit.is_tracing() and tuple(int(s) for s in size) == (resolution, resolution):
+        return table
+    # When tracing (ONNX export) the sizes stay traced values, so the graph works at any size;
+    # resizing to the same size is exact (every tap lands on a source entry, weights 0/1).
+    heads = table.shape[0]
+    grid = table.float().reshape(1, heads, resolution, resolution)
+    grid = F.interpolate(grid, size=tuple(size), mode='bicubic', align_corners=False)
+    return grid.reshape(heads, -1).to(table.dtype)
+
+
+def _offsets(num_queries, num_keys, q_stride, device):
+    """``(num_queries, num_keys)`` distances ``|i * q_stride - j|`` along one axis."""
+    queries = torch.arange(num_queries, device=device) * q_stride
+    return (queries[:, None] - torch.arange(num_keys, device=device)[None, :]).abs()
+
+
+class AttentionBiasTable(nn.Module):
+    """Base class of attentions with a learned ``(|dy|, |dx|)`` offset-bias table (LeViT style).
+
+    Holds the parameter ``attention_biases`` of shape ``(num_heads, resolution**2)`` (the
+    authors' and timm's name and shape; their ``attention_bias_idxs`` index buffers are not
+    kept: the offsets are recomputed for each grid).
+    :meth:`attention_bias` returns the ``(num_heads, N_q, N_k)`` bias for any grid: the table
+    resized to the key grid by :func:`resize_bias_table`, read at each query/key pair's offset.
+    Query ``(i, j)`` sits at key position ``(i * q_stride, j * q_stride)``, so its offset to key
+    ``(y, x)`` is ``(|i*s - y|, |j*s - x|)``; this needs ``(H_q - 1) * s < H_k`` (and the same
+    for W), e.g. ``H_q = ceil(H_k / s)``.
+
+    Caching: in training mode (or whenever gradients must reach the table, or while tracing for
+    export, where sizes must stay symbolic) the bias is computed on each call. Otherwise it is
+    cached per ``(q_size, k_size, q_stride, device, dtype)``;
+    entries are tied to the table's version counter, so loading weights or an optimizer step
+    invalidates them. At most :attr:`bias_cache_size` grids are kept per module (a bias takes
+    ``heads * N_q * N_k`` elements, ~35 MB for 8 heads on an 800x1344 image at stride 32).
+    """
+
+    bias_cache_size = 2
+
+    def __init__(self, num_heads, resolution):
+        super().__init__()
+        self.resolution = resolution
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
+        self._bias_cache = OrderedDict()
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            self._bias_cache.clear()
+        return self
+
+    def _compute_bias(self, q_size, k_size, q_stride):
+        (hq, wq), (hk, wk) = q_size, k_size
+        table = resize_bias_table(self.attention_biases, self.resolution, k_size)
+        table = table.reshape(-1, hk, wk)
+        dy = _offsets(hq, hk, q_stride, table.device)
+        dx = _offsets(wq, wk, q_stride, table.device)
+        bias = table[:, dy][..., dx]  # (heads, H_q, H_k, W_q, W_k), separable: no N_q x N_k index
+        return bias.permute(0, 1, 3, 2, 4).reshape(table.shape[0], hq * wq, hk * wk)
+
+    def attention_bias(self, q_size, k_size=None, q_stride=1, dtype=None):
+        """The ``(num_heads, H_q * W_q, H_k * W_k)`` additive bias for these grids.
+
+        Args:
+            q_size, k_size (tuple[int, int]): query and key grids (``k_size`` defaults to
+                ``q_size``).
+            q_stride (int): key-grid step between neighbouring queries (1 for self-attention).
+            dtype: dtype of the result (that of the attention scores).
+        """
+        table = self.attention_biases
+        dtype = dtype or table.dtype
+        k_size = q_size if k_size is None else k_size
+        if (self.training or torch.jit.is_tracing()
+                or (torch.is_grad_enabled() and table.requires_grad)):
+            return self._compute_bias(q_size, k_size, q_stride).to(dtype)
+        q_size, k_size = tuple(int(s) for s in q_size), tuple(int(s) for s in k_size)
+        key = (q_size, k_size, q_stride, table.device, dtype)
+        version = (table._version, table.data_ptr())
+        cached = self._bias_cache.get(key)
+        if cached is not None and cached[0] == version:
+            self._bias_cache.move_to_end(key)
+            return cached[1]
+        bias = self._compute_bias(q_size, k_size, q_stride).to(dtype)
+        self._bias_cache[key] = (version, bias)
+        self._bias_cache.move_to_end(key)
+        while len(self._bias_cache) > self.bias_cache_size:
+            self._bias_cache.popitem(last=False)
+        return bias
+
+
+class Attention(AttentionBiasTable):
+    """Multi-head self-attention over tokens with learned offset biases.
+
+    ``qkv = Linear(x)`` is laid out per head as ``[q (key_dim), k (key_dim), v (attn_ratio *
+    key_dim)]``; ``softmax(q k^T / sqrt(key_dim) + bias) v`` goes through ``proj``.
+
+    Shapes: ``(N, H*W, C), (H, W) -> (N, H*W, C)``.
+    """
+
+    def __init__(self, dim, key_dim=32, num_heads=8, attn_ratio=4, resolution=7):
+        super().__init__(num_heads, resolution)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = int(attn_ratio * key_dim)
+        self.qkv = nn.Linear(dim, num_heads * (2 * key_dim + self.value_dim))
+        self.proj = nn.Linear(num_heads * self.value_dim, dim)
+
+    def forward(self, x, hw):
+        n, length, _ = x.shape
+        qkv = self.qkv(x).reshape(n, length, self.num_heads, -1).transpose(1, 2)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        bias = self.attention_bias(hw, dtype=q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # scale key_dim ** -0.5
+        return self.proj(x.transpose(1, 2).reshape(n, length, -1))
+
+
+# ------------------------------------------------------------------------ blocks
+class Pooling(nn.Module):
+    """PoolFormer token mixer ``AvgPool3x3(x) - x`` (padding not counted in the average).
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, pool_size=3):
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool_size, 1, pool_size // 2, count_include_pad=False)
+
+    def forward(self, x):
+        return self.pool(x) - x
+
+
+class ConvMlp(nn.Module):
+    """``1x1 Conv-BN -> GELU -> 1x1 Conv-BN``; both BNs fold into their convs.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
+    """
+
+    def __init__(self, channels, hidden_channels):
+        super().__init__()
+        self.fc1 = ConvBN(channels, hidden_channels, bias=True)
+        self.act = nn.GELU()
+        self.fc2 = ConvBN(hidden_channels, channels, bias=True)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LinearMlp(nn.Module):
+    """``Linear -> GELU -> Linear`` on tokens. Shapes: ``(N, L, C) -> (N, L, C)``."""
+
+    def __init__(self, channels, hidden_channels):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_channels, channels)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Meta4D(nn.Module):
+    """``x + LS1(Pooling(x))``, then ``x + LS2(ConvMlp(x))``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, dim, mlp_ratio=4.0, pool_size=3, layer_scale_init_value=1e-5,
+                 drop_path_rate=0.0):
+        super().__init__()
+        self.token_mixer = Pooling(pool_size)
+        self.ls1 = LayerScale(dim, layer_scale_init_value, channel_dim=1)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale_init_value, channel_dim=1)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x):
+        x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
+        return x + drop_path(self.ls2(self.mlp(x)), self.drop_path_rate, self.training)
+
+
+class Meta3D(nn.Module):
+    """``x + LS1(Attention(LN(x)))``, then ``x + LS2(LinearMlp(LN(x)))`` on tokens.
+
+    Shapes: ``(N, H*W, C), (H, W) -> (N, H*W, C)``; ``hw`` is the token grid.
+    """
+
+    def __init__(self, dim, mlp_ratio=4.0, num_heads=8, key_dim=32, attn_ratio=4, resolution=7,
+                 layer_scale_init_value=1e-5, drop_path_rate=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mixer = Attention(dim, key_dim, num_heads, attn_ratio, resolution)
+        self.ls1 = LayerScale(dim, layer_scale_init_value)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = LinearMlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale_init_value)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x, hw):
+        x = x + drop_path(self.ls1(self.token_mixer(self.norm1(x), hw)), self.drop_path_rate,
+                          self.training)
+        return x + drop_path(self.ls2(self.mlp(self.norm2(x))), self.drop_path_rate,
+                             self.training)
+
+
+class EfficientFormerStage(nn.Module):
+    """Optional 3x3 stride-2 Conv-BN downsampling, ``depth - num_vit`` Meta4D blocks, then
+    ``num_vit`` Meta3D blocks (``blocks`` holds them in that order).
+
+    Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` when it downsamples.
+    """
+
+    def __init__(self, in_dim, dim, depth, num_vit, downsample, drop_path_rates, **block_cfg):
+        super().__init__()
+        self.downsample = (ConvBN(in_dim, dim, 3, 2, 1, bias=True) if downsample
+                           else nn.Identity())
+        self.num_conv_blocks = depth - num_vit
+        conv_cfg = {k: block_cfg[k] for k in ('mlp_ratio', 'pool_size', 'layer_scale_init_value')}
+        attn_cfg = {k: v for k, v in block_cfg.items() if k != 'pool_size'}
+        self.blocks = nn.ModuleList([
+            Meta4D(dim, drop_path_rate=dpr, **conv_cfg) if j < self.num_conv_blocks else
+            Meta3D(dim, drop_path_rate=dpr, **attn_cfg) for j, dpr in enumerate(drop_path_rates)])
+
+
+@MODELS.register_module()
+class EfficientFormer(BaseBackbone):
+    """EfficientFormer (V1) backbone for detection and segmentation.
+
+    Args:
+        arch (str | dict): ``'l1'``, ``'l3'``, ``'l7'`` or a dict with ``embed_dims``, ``depths``
+            and ``num_vit`` (Meta3D blocks at the end of the last stage), and optionally
+            ``mlp_ratio`` (4), ``pool_size`` (3), ``num_heads`` (8), ``key_dim`` (32),
+            ``attn_ratio`` (4), ``resolution`` (7, the grid of the bias table) and
+            ``layer_scale_init_value`` (1e-5).
+        out_indices (Sequence[int]): stages to return, of 0..3 (strides 4, 8, 16, 32).
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`. A frozen stage's
+            output norm is frozen with it.
+        out_norm (bool): put a GroupNorm with one group on each returned map, as the authors'
+            dense-prediction backbone does. Default False.
+        drop_path_rate (float): stochastic depth, rising linearly over all blocks to this value.
+
+    Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
+    ``s_i = 4 * 2**i`` for ``i`` in ``out_indices`` (any H and W).
+    """
+
+    arch_settings = {
+        'l1': dict(embed_dims=[48, 96, 224, 448], depths=[3, 2, 6, 4], num_vit=1),
+        'l3': dict(embed_dims=[64, 128, 320, 512], depths=[4, 4, 12, 6], num_vit=4),
+        'l7': dict(embed_dims=[96, 192, 384, 768], depths=[6, 6, 18, 8], num_vit=8),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_vit')
+
+    def __init__(self, arch='l1', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, out_norm=False, drop_path_rate=0.0):
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        dims, depths = self.arch['embed_dims'], self.arch['depths']
+        block_cfg = dict(
+            mlp_ratio=self.arch.get('mlp_ratio', 4.0), pool_size=self.arch.get('pool_size', 3),
+            num_heads=self.arch.get('num_heads', 8), key_dim=self.arch.get('key_dim', 32),
+            attn_ratio=self.arch.get('attn_ratio', 4), resolution=self.arch.get('resolution', 7),
+            layer_scale_init_value=self.arch.get('layer_scale_init_value', 1e-5))
+        self.stem = nn.Sequential(
+            ConvBN(3, dims[0] // 2, 3, 2, 1, bias=True), nn.ReLU(),
+            ConvBN(dims[0] // 2, dims[0], 3, 2, 1, bias=True), nn.ReLU())
+        total = sum(depths)
+        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.stages.append(EfficientFormerStage(
+                dims[max(i - 1, 0)], dims[i], depth,
+                num_vit=self.arch['num_vit'] if i == 3 else 0, downsample=i > 0,
+                drop_path_rates=rates[start:start + depth], **block_cfg))
+        self.out_norms = nn.ModuleList([
+            nn.GroupNorm(1, dims[i]) if out_norm and i in self.out_indices else nn.Identity()
+            for i in range(4)])
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self._init_layers()
+        self._freeze_stages()
+
+    def _init_layers(self):
+        """The authors' initialisation: truncated normal (std 0.02) for linear and MLP convs."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, ConvMlp)):
+                for layer in ([m] if isinstance(m, nn.Linear) else [m.fc1.conv, m.fc2.conv]):
+                    nn.init.trunc_normal_(layer.weight, std=0.02)
+                    nn.init.zeros_(layer.bias)
+
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        for norm in self.out_norms[:self.frozen_stages + 1]:
+            norm.eval()
+            for param in norm.parameters():
+                param.requires_grad = False
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage.downsample(x)
+            x = self.run_blocks(stage.blocks[:stage.num_conv_blocks], x)
+            if stage.num_conv_blocks < len(stage.blocks):
+                n, c, h, w = x.shape
+                tokens = x.flatten(2).transpose(1, 2)
+                attn_blocks = [partial(block, hw=(h, w))
+                               for block in stage.blocks[stage.num_conv_blocks:]]
+                tokens = self.run_blocks(attn_blocks, tokens)
+                x = tokens.transpose(1, 2).reshape(n, c, h, w)
+            if i in self.out_indices:
+                outs.append(self.out_norms[i](x))
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)

@@ -1,0 +1,399 @@
+"""EfficientFormerV2 (Li et al., ICCV 2023: Rethinking Vision Transformers for MobileNet Size
+and Speed).
+
+A conv stem (two 3x3 stride-2 Conv-BN-GELU, stride 4), then 4 stages at strides 4/8/16/32. Every
+block keeps ``(N, C, H, W)`` maps and is ``x + LS(FFN(x))``, preceded in the last ``num_vit``
+blocks of stages 3 and 4 by ``x + LS(MHSA(x))``:
+
+* **FFN** (:class:`ConvFFN`): ``1x1 Conv-BN -> GELU -> 3x3 depthwise Conv-BN -> GELU ->
+  1x1 Conv-BN`` with a per-block expansion ratio (the authors' tables, see ``arch_settings``).
+* **MHSA** (:class:`Attention4D`): 8 heads, key dim 32, value dim 4 x 32, learned offset biases,
+  *talking heads* (a 1x1 conv across heads before and after the softmax) and a *local value*
+  (3x3 depthwise Conv-BN on ``v`` added to the attention output). In stage 3 it is *stride
+  attention*: a 3x3 stride-2 depthwise Conv-BN shrinks the map first and a bilinear x2 upsampling
+  brings the result back.
+* **Downsampling** between stages is a 3x3 stride-2 Conv-BN; into stage 4 it also adds
+  *attention downsampling* (:class:`Attention4DDownsample`): queries from a local 3x3 stride-2
+  depthwise conv plus a stride-2 subsampling (:class:`LocalGlobalQuery`), keys and values from
+  the full-resolution map.
+
+Any input size: every strided conv is 3x3 with padding 1 and the query subsampling keeps every
+other token, so an ``H x W`` input gives outputs of ``ceil(H / s) x ceil(W / s)`` for strides
+``s = 4, 8, 16, 32`` without padding. The one place an odd grid matters is stride attention: its
+x2 upsampling of a ``ceil(h / 2)`` grid gives ``h + 1`` rows when ``h`` is odd, and the extra
+row/column (bottom/right) is cropped. That is the same as zero-padding the map to even size
+(which does not change the stride-2 conv's output) and cropping the result back, so even and odd
+grids see the same sampling geometry.
+
+Attention biases at other resolutions: the pretrained tables hold one bias per head for each
+offset ``(|dy|, |dx|)`` on the token grids of a 224 input: 7x7 for both self-attentions (stage 3
+attends on the 7x7 grid its stride-2 conv makes of its 14x14 map, stage 4 on its 7x7 map) and
+14x14 for attention downsampling (7x7 queries at every other position of the 14x14 key grid).
+For another grid the table is resized bicubically (``align_corners=False``, shared with
+EfficientFormer V1, see :func:`mmext.models.efficientformer.resize_bias_table`) to the key
+grid's size, and each query/key pair takes the entry at its own offset; the index buffers are
+rebuilt for the grid, never loaded. At the pretraining grid the table is used as it is, so at
+224 the model equals the authors'. In inference (no gradients) the per-grid bias is cached,
+keyed by grid, device and dtype and tied to the table's version (see
+:class:`~mmext.models.efficientformer.AttentionBiasTable`), so repeated sizes cost nothing.
+
+Folding: :meth:`switch_to_deploy` folds every BatchNorm into its conv (stem, downsampling, FFNs,
+q/k/v, local values, stride convs, attention projections; a BN before a GELU goes into the conv
+before it), the layer scales into the last conv of their branch and the query's subsampling
+shortcut into the centre tap of its depthwise conv. No BatchNorm remains.
+
+Module names follow timm's layout (``stem.conv1``, ``stages.i.downsample``,
+``stages.i.blocks.j.token_mixer``/``mlp``/``ls1``/``ls2``), so timm's checkpoints load as they are
+and the authors' map by renaming (:mod:`mmext.checkpoints.efficientformer_v2`).
+"""
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmext.errors import ConfigError
+from mmext.models.base import BaseBackbone
+from mmext.models.efficientformer import AttentionBiasTable, ConvMlp
+from mmext.models.layers import ConvBN, LayerScale, drop_path
+from mmext.registry import MODELS
+
+
+class ConvFFN(ConvMlp):
+    """The unified FFN: ``1x1 Conv-BN -> GELU -> 3x3 DW Conv-BN -> GELU -> 1x1 Conv-BN``.
+
+    Extends EfficientFormer's :class:`~mmext.models.efficientformer.ConvMlp` by the depthwise
+    ``mid`` conv. Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
+    """
+
+    def __init__(self, channels, hidden_channels):
+        super().__init__(channels, hidden_channels)
+        self.mid = ConvBN(hidden_channels, hidden_channels, 3, 1, 1, groups=hidden_channels,
+                          bias=True)
+
+    def forward(self, x):
+        x = self.act(self.fc1(x))
+        x = self.act(self.mid(x))
+        return self.fc2(x)
+
+
+class Attention4D(AttentionBiasTable):
+    """MHSA on ``(N, C, H, W)`` maps with talking heads, a local value and offset biases.
+
+    ``q, k, v`` are 1x1 Conv-BNs; ``scores = q k^T / sqrt(key_dim) + bias``;
+    ``attn = talking_head2(softmax(talking_head1(scores)))``; ``out = attn v + v_local`` with
+    ``v_local`` a 3x3 depthwise Conv-BN of ``v`` (as a map); then ``GELU -> 1x1 Conv-BN``.
+    The talking heads mix heads around the softmax, so the scores are computed explicitly (no
+    fused attention kernel fits).
+
+    With ``stride=2`` (stride attention) a 3x3 stride-2 depthwise Conv-BN shrinks the map first
+    and the output is upsampled x2 (bilinear) and cropped to the input size.
+
+    Args:
+        dim (int): channels in and out.
+        resolution (int): side of the token grid the bias table was learned on (after the
+            stride conv).
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``; attention over ``ceil(H/s) * ceil(W/s)`` tokens.
+    """
+
+    def __init__(self, dim, key_dim=32, num_heads=8, attn_ratio=4, resolution=7, stride=1):
+        super().__init__(num_heads, resolution)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = int(attn_ratio * key_dim)
+        self.scale = key_dim ** -0.5
+        self.stride = stride
+        qk_dim, v_dim = num_heads * key_dim, num_heads * self.value_dim
+        self.stride_conv = (ConvBN(dim, dim, 3, stride, 1, groups=dim, bias=True)
+                            if stride > 1 else None)
+        self.q = ConvBN(dim, qk_dim, bias=True)
+        self.k = ConvBN(dim, qk_dim, bias=True)
+        self.v = ConvBN(dim, v_dim, bias=True)
+        self.v_local = ConvBN(v_dim, v_dim, 3, 1, 1, groups=v_dim, bias=True)
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.act = nn.GELU()
+        self.proj = ConvBN(v_dim, dim, bias=True)
+
+    def forward(self, x):
+        n, _, height, width = x.shape
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, w = x.shape[-2:]
+        tokens = h * w
+        q = self.q(x).reshape(n, self.num_heads, self.key_dim, tokens).transpose(2, 3)
+        k = self.k(x).reshape(n, self.num_heads, self.key_dim, tokens)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(n, self.num_heads, self.value_dim, tokens).transpose(2, 3)
+        bias = self.attention_bias((h, w), dtype=q.dtype)  # (heads, hw, hw)
+        scores = torch.add(bias, q @ k, alpha=self.scale)  # (N, heads, hw, hw)
+        attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
+        out = (attn @ v).transpose(2, 3).reshape(n, -1, h, w) + v_local
+        if self.stride_conv is not None:
+            out = F.interpolate(out, scale_factor=self.stride, mode='bilinear',
+                                align_corners=False)
+            # odd grid: drop the extra bottom/right line (a no-op on even grids; unconditional so
+            # that ONNX tracing keeps it for every size)
+            out = out[..., :height, :width]
+        return self.proj(self.act(out))
+
+
+class LocalGlobalQuery(nn.Module):
+    """Queries of attention downsampling: ``1x1 Conv-BN(DWConv3x3_s2(x) + x[::2, ::2])``.
+
+    The local part is a 3x3 stride-2 depthwise conv, the global part keeps every other token
+    (the authors' ``AvgPool2d(1, 2)``). :meth:`switch_to_deploy` folds the subsampling into the
+    depthwise conv's centre tap, which reads exactly ``x[2i, 2j]``.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.local = nn.Conv2d(in_dim, in_dim, 3, 2, 1, groups=in_dim)
+        self.proj = ConvBN(in_dim, out_dim, bias=True)
+        self.deploy = False
+
+    def forward(self, x):
+        q = self.local(x)
+        if not self.deploy:
+            q = q + x[:, :, ::2, ::2]
+        return self.proj(q)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        if not self.deploy:
+            self.local.weight[:, 0, 1, 1] += 1
+            self.deploy = True
+
+
+class Attention4DDownsample(AttentionBiasTable):
+    """Attention downsampling: queries on the stride-2 grid, keys and values on the full map.
+
+    ``q`` from :class:`LocalGlobalQuery`, ``k, v`` 1x1 Conv-BNs of the input;
+    ``out = softmax(q k^T / sqrt(key_dim) + bias) v + v_local`` with ``v_local`` a 3x3 stride-2
+    depthwise Conv-BN of ``v``; then ``GELU -> 1x1 Conv-BN`` to ``out_dim``. No talking heads,
+    so it runs as one ``scaled_dot_product_attention`` with the bias as ``attn_mask``.
+
+    Args:
+        resolution (int): side of the key grid the bias table was learned on (14 at 224).
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, dim, out_dim, key_dim=16, num_heads=8, attn_ratio=4, resolution=14):
+        super().__init__(num_heads, resolution)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = int(attn_ratio * key_dim)
+        self.scale = key_dim ** -0.5
+        qk_dim, v_dim = num_heads * key_dim, num_heads * self.value_dim
+        self.q = LocalGlobalQuery(dim, qk_dim)
+        self.k = ConvBN(dim, qk_dim, bias=True)
+        self.v = ConvBN(dim, v_dim, bias=True)
+        self.v_local = ConvBN(v_dim, v_dim, 3, 2, 1, groups=v_dim, bias=True)
+        self.act = nn.GELU()
+        self.proj = ConvBN(v_dim, out_dim, bias=True)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        q = self.q(x)
+        hq, wq = q.shape[-2:]
+        q = q.reshape(n, self.num_heads, self.key_dim, hq * wq).transpose(2, 3)
+        k = self.k(x).reshape(n, self.num_heads, self.key_dim, h * w).transpose(2, 3)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(n, self.num_heads, self.value_dim, h * w).transpose(2, 3)
+        bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.transpose(2, 3).reshape(n, -1, hq, wq) + v_local
+        return self.proj(self.act(out))
+
+
+class Downsample(nn.Module):
+    """Between stages: 3x3 stride-2 Conv-BN, plus :class:`Attention4DDownsample` if ``use_attn``.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, in_dim, out_dim, use_attn=False, resolution=14):
+        super().__init__()
+        self.conv = ConvBN(in_dim, out_dim, 3, 2, 1, bias=True)
+        self.attn = Attention4DDownsample(in_dim, out_dim, resolution=resolution) if use_attn \
+            else None
+
+    def forward(self, x):
+        out = self.conv(x)
+        if self.attn is not None:
+            out = out + self.attn(x)
+        return out
+
+
+@torch.no_grad()
+def _fold_layer_scale(conv_bn, gamma):
+    """Fold ``gamma * ConvBN(x)`` into the conv (BN folded first). Per output channel."""
+    conv_bn.switch_to_deploy()
+    conv_bn.conv.weight.mul_(gamma.view(-1, 1, 1, 1))
+    conv_bn.conv.bias.mul_(gamma)
+
+
+class EfficientFormerV2Block(nn.Module):
+    """``x + LS1(Attention4D(x))`` (when ``use_attn``), then ``x + LS2(ConvFFN(x))``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, dim, mlp_ratio=4.0, use_attn=False, resolution=7, stride=1,
+                 layer_scale_init_value=1e-5, drop_path_rate=0.0):
+        super().__init__()
+        if use_attn:
+            self.token_mixer = Attention4D(dim, resolution=resolution, stride=stride)
+            self.ls1 = LayerScale(dim, layer_scale_init_value, channel_dim=1)
+        else:
+            self.token_mixer = self.ls1 = None
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale_init_value, channel_dim=1)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x):
+        if self.token_mixer is not None:
+            x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
+        return x + drop_path(self.ls2(self.mlp(x)), self.drop_path_rate, self.training)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        if isinstance(self.ls1, LayerScale):
+            _fold_layer_scale(self.token_mixer.proj, self.ls1.gamma)
+            self.ls1 = nn.Identity()
+        if isinstance(self.ls2, LayerScale):
+            _fold_layer_scale(self.mlp.fc2, self.ls2.gamma)
+            self.ls2 = nn.Identity()
+
+
+class EfficientFormerV2Stage(nn.Module):
+    """Optional :class:`Downsample`, then ``depth`` blocks, the last ``num_vit`` with attention.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` when it downsamples, else
+    ``(N, C, H, W)``.
+    """
+
+    def __init__(self, in_dim, dim, mlp_ratios, num_vit=0, downsample=True,
+                 downsample_attn=False, downsample_resolution=14, attn_resolution=7,
+                 attn_stride=1, drop_path_rates=(), layer_scale_init_value=1e-5):
+        super().__init__()
+        depth = len(mlp_ratios)
+        self.downsample = (Downsample(in_dim, dim, downsample_attn, downsample_resolution)
+                           if downsample else nn.Identity())
+        self.blocks = nn.Sequential(*[
+            EfficientFormerV2Block(dim, ratio, use_attn=j >= depth - num_vit,
+                                   resolution=attn_resolution, stride=attn_stride,
+                                   layer_scale_init_value=layer_scale_init_value,
+                                   drop_path_rate=dpr)
+            for j, (ratio, dpr) in enumerate(zip(mlp_ratios, drop_path_rates))])
+
+
+@MODELS.register_module()
+class EfficientFormerV2(BaseBackbone):
+    """EfficientFormerV2 backbone for detection and segmentation.
+
+    Args:
+        arch (str | dict): ``'s0'``, ``'s1'``, ``'s2'``, ``'l'`` or a dict with ``embed_dims``
+            (4 ints), ``depths`` (4 ints) and ``num_vit`` (attention blocks at the end of stages
+            3 and 4), and optionally ``mlp_ratios`` (per stage a number or one per block;
+            default 4), ``pretrain_size`` (224: the input size the bias tables were learned
+            at) and ``layer_scale_init_value`` (1e-5).
+        out_indices (Sequence[int]): stages to return, of 0..3 (strides 4, 8, 16, 32).
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`.
+            ``norm_eval`` keeps every BatchNorm, SyncBatchNorm included, in eval mode.
+        drop_path_rate (float): stochastic depth, rising linearly over all blocks to this value
+            (the authors use 0 for detection and segmentation).
+
+    Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
+    ``s_i = 4 * 2**i`` for ``i`` in ``out_indices``, for any H and W (see the module docstring
+    for odd sizes and for the attention biases at sizes other than 224).
+    """
+
+    arch_settings = {
+        's0': dict(embed_dims=[32, 48, 96, 176], depths=[2, 2, 6, 4], num_vit=2,
+                   mlp_ratios=[4, 4, [4, 3, 3, 3, 4, 4], [4, 3, 3, 4]]),
+        's1': dict(embed_dims=[32, 48, 120, 224], depths=[3, 3, 9, 6], num_vit=2,
+                   mlp_ratios=[4, 4, [4, 4, 3, 3, 3, 3, 4, 4, 4], [4, 4, 3, 3, 4, 4]]),
+        's2': dict(embed_dims=[32, 64, 144, 288], depths=[4, 4, 12, 8], num_vit=4,
+                   mlp_ratios=[4, 4, [4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4],
+                               [4, 4, 3, 3, 3, 3, 4, 4]]),
+        'l': dict(embed_dims=[40, 80, 192, 384], depths=[5, 5, 15, 10], num_vit=6,
+                  mlp_ratios=[4, 4, [4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4],
+                              [4, 4, 4, 3, 3, 3, 3, 4, 4, 4]]),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_vit')
+
+    def __init__(self, arch='s0', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, drop_path_rate=0.0):
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        dims, depths, num_vit, mlp_ratios = self._check_arch(self.arch)
+        # Token grids of the pretraining input: stride 16 (attention downsampling's keys) and
+        # stride 32 (both self-attentions; stage 3 reaches it through its stride-2 conv).
+        grid16 = math.ceil(self.arch.get('pretrain_size', 224) / 16)
+        grid32 = math.ceil(grid16 / 2)
+        total = sum(depths)
+        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
+        self.stem = nn.Sequential(OrderedDict(
+            conv1=ConvBN(3, dims[0] // 2, 3, 2, 1, bias=True), act1=nn.GELU(),
+            conv2=ConvBN(dims[0] // 2, dims[0], 3, 2, 1, bias=True), act2=nn.GELU()))
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.stages.append(EfficientFormerV2Stage(
+                dims[max(i - 1, 0)], dims[i], mlp_ratios[i],
+                num_vit=num_vit if i >= 2 else 0, downsample=i > 0, downsample_attn=i == 3,
+                downsample_resolution=grid16, attn_resolution=grid32,
+                attn_stride=2 if i == 2 else 1, drop_path_rates=rates[start:start + depth],
+                layer_scale_init_value=self.arch.get('layer_scale_init_value', 1e-5)))
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self._init_layers()
+        self._freeze_stages()
+
+    @classmethod
+    def _check_arch(cls, arch):
+        """Validate a (custom) arch; return dims, depths, num_vit and per-block MLP ratios."""
+        dims, depths, num_vit = arch['embed_dims'], arch['depths'], arch['num_vit']
+        if len(dims) != 4 or len(depths) != 4:
+            raise ConfigError(f'{cls.__name__}: embed_dims and depths need 4 entries (one per '
+                              f'stage), got {list(dims)} and {list(depths)}.')
+        if not 0 <= num_vit <= min(depths[2], depths[3]):
+            raise ConfigError(f'{cls.__name__}: num_vit={num_vit} must be between 0 and the '
+                              f'depth of stages 3 and 4 ({depths[2]}, {depths[3]}).')
+        mlp_ratios = arch.get('mlp_ratios', [4] * 4)
+        if len(mlp_ratios) != 4:
+            raise ConfigError(f'{cls.__name__}: mlp_ratios needs 4 entries (one per stage), '
+                              f'got {len(mlp_ratios)}.')
+        ratios = []
+        for i, ratio in enumerate(mlp_ratios):
+            ratio = [ratio] * depths[i] if isinstance(ratio, (int, float)) else list(ratio)
+            if len(ratio) != depths[i]:
+                raise ConfigError(f'{cls.__name__}: mlp_ratios[{i}] has {len(ratio)} entries '
+                                  f'but stage {i} has {depths[i]} blocks.')
+            ratios.append(ratio)
+        return dims, depths, num_vit, ratios
+
+    def _init_layers(self):
+        """The authors' initialisation: truncated normal (std 0.02) for the FFNs' 1x1 convs."""
+        for m in self.modules():
+            if isinstance(m, ConvFFN):
+                for conv in (m.fc1.conv, m.fc2.conv):
+                    nn.init.trunc_normal_(conv.weight, std=0.02)
+                    nn.init.zeros_(conv.bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.run_blocks(stage.blocks, stage.downsample(x))
+            if i in self.out_indices:
+                outs.append(x)
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)

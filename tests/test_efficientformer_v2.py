@@ -1,0 +1,508 @@
+import copy
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import mmext  # noqa: F401  (registers into mmdet and mmseg)
+from mmext.analysis import count_macs, count_params
+from mmext.checkpoints import load_pretrained
+from mmext.errors import CheckpointError, ConfigError
+from mmext.models import EfficientFormerV2
+from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample
+from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
+from tests.helpers import max_rel_error, randomize_norms
+
+# The authors' classifiers (with the distillation head) at 224: params and MACs (convs, linear
+# layers and matrix products).
+PAPER = {
+    's0': dict(dims=[32, 48, 96, 176], params=3.600, macs=0.396, num_vit=2),
+    's1': dict(dims=[32, 48, 120, 224], params=6.186, macs=0.652, num_vit=2),
+    's2': dict(dims=[32, 64, 144, 288], params=12.710, macs=1.247, num_vit=4),
+    'l': dict(dims=[40, 80, 192, 384], params=26.322, macs=2.553, num_vit=6),
+}
+# A narrow arch with every kind of block, for the large input sizes.
+TINY = dict(embed_dims=[16, 16, 32, 32], depths=[1, 1, 2, 2], num_vit=1)
+
+
+@torch.no_grad()
+def randomize(model, seed=0):
+    """Random BN statistics/affines, attention biases and layer scales (1e-5 would hide the
+    attention and FFN branches), and queries/keys scaled so that attention scores are O(1) and
+    not drowned by the biases (otherwise the softmax would hardly depend on q and k)."""
+    randomize_norms(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, p in model.named_parameters():
+        if name.endswith('attention_biases'):
+            p.copy_(torch.randn(p.shape, generator=g))
+        elif name.endswith('gamma'):
+            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
+    for m in model.modules():
+        if isinstance(m, (Attention4D, Attention4DDownsample)):
+            q_bn = m.q.bn if isinstance(m, Attention4D) else m.q.proj.bn
+            for bn in (q_bn, m.k.bn):
+                bn.weight.mul_(6.0)
+                bn.bias.mul_(6.0)
+    return model
+
+
+def features(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+# ----------------------------------------------------------------------------- architecture
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_params_macs_and_out_channels_match_authors(arch):
+    model = EfficientFormerV2(arch)
+    ref = PAPER[arch]
+    c = ref['dims'][-1]
+    # The backbone is the classifier without its final BN and its two linear heads.
+    head_params = 2 * c + 2 * (c * 1000 + 1000)
+    assert round((count_params(model) + head_params) / 1e6, 3) == ref['params']
+    # The heads' MACs are added (count_macs leaves interpolation out, as the authors' figures do).
+    macs = count_macs(model, (1, 3, 224, 224)) + 2 * c * 1000
+    assert round(macs / 1e9, 3) == ref['macs']
+    assert model.out_channels == ref['dims']
+    outs = features(model, torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == ref['dims']
+
+
+def _expected(size, dims, indices=(0, 1, 2, 3)):
+    return [(1, dims[i], math.ceil(size[0] / 4 / 2**i), math.ceil(size[1] / 4 / 2**i))
+            for i in indices]
+
+
+@pytest.mark.parametrize('size', [(224, 224), (64, 96), (97, 131), (33, 47), (512, 512)])
+def test_output_shapes_any_size(size):
+    outs = features(EfficientFormerV2('s0'), torch.randn(1, 3, *size))
+    assert [tuple(o.shape) for o in outs] == _expected(size, PAPER['s0']['dims'])
+
+
+def test_odd_detection_sized_input():
+    size = (801, 1203)  # 800x1216 is checked by the deploy test
+    outs = features(EfficientFormerV2(TINY), torch.randn(1, 3, *size))
+    assert [tuple(o.shape) for o in outs] == _expected(size, TINY['embed_dims'])
+
+
+def test_out_indices_subset_and_negative():
+    model = EfficientFormerV2('s0', out_indices=(1, -1))
+    assert model.out_indices == (1, 3) and model.out_channels == [48, 176]
+    outs = features(model, torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == _expected((64, 64), PAPER['s0']['dims'], (1, 3))
+
+
+def test_attention_layout_per_arch():
+    """Attention blocks close stages 3 and 4; stride attention in 3; attention downsampling
+    into 4; per-block FFN widths as in the authors' tables."""
+    model = EfficientFormerV2('s1')
+    for i, stage in enumerate(model.stages):
+        attn = [b.token_mixer is not None for b in stage.blocks]
+        n = len(attn) - 2 if i >= 2 else len(attn)
+        assert attn == [False] * n + [True] * (len(attn) - n)
+        if i >= 2:
+            assert all(b.token_mixer.stride == (2 if i == 2 else 1) for b in stage.blocks[n:])
+    assert model.stages[3].downsample.attn is not None
+    assert all(s.downsample.attn is None for s in model.stages[1:3])
+    hidden = [b.mlp.fc1.conv.out_channels // 120 for b in model.stages[2].blocks]
+    assert hidden == [4, 4, 3, 3, 3, 3, 4, 4, 4]
+
+
+def test_custom_arch_dict():
+    model = EfficientFormerV2(dict(TINY, mlp_ratios=[2, 2, [3, 4], 2]))
+    assert [b.mlp.fc1.conv.out_channels for b in model.stages[2].blocks] == [96, 128]
+    outs = features(model, torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == TINY['embed_dims']
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='s9'), "Unknown EfficientFormerV2 arch 's9'"),
+    (dict(arch=dict(embed_dims=[1, 2, 3, 4])), 'needs the keys'),
+    (dict(arch=dict(TINY, depths=[1, 1, 1])), '4 entries'),
+    (dict(arch=dict(TINY, num_vit=3)), 'num_vit=3'),
+    (dict(arch=dict(TINY, mlp_ratios=[4, 4, [4], 4])), r'mlp_ratios\[2\] has 1 entries'),
+    (dict(arch=dict(TINY, mlp_ratios=[4] * 5)), 'mlp_ratios needs 4 entries'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(out_indices=()), 'out_indices'),
+    (dict(frozen_stages=4), 'frozen_stages'),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EfficientFormerV2(**kwargs)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', ['EfficientFormerV2', 'mmext.EfficientFormerV2'])
+def test_builds_from_downstream_registries(scope, name):
+    registry = pytest.importorskip(f'{scope}.registry').MODELS
+    model = registry.build(dict(type=name, arch='s0', out_indices=(2, 3)))
+    assert isinstance(model, EfficientFormerV2) and model.out_channels == [96, 176]
+
+
+# ----------------------------------------------------------------------------- attention biases
+def _authors_bias(table, resolution, q_resolution, step):
+    """The authors' construction: offsets numbered by first appearance, queries every ``step``."""
+    offsets, idxs = {}, []
+    keys = list(itertools.product(range(resolution), range(resolution)))
+    for qy, qx in itertools.product(range(q_resolution), range(q_resolution)):
+        for ky, kx in keys:
+            idxs.append(offsets.setdefault((abs(qy * step - ky), abs(qx * step - kx)),
+                                           len(offsets)))
+    return table[:, torch.tensor(idxs).view(q_resolution**2, resolution**2)]
+
+
+def test_biases_at_224_are_the_authors_tables():
+    model = randomize(EfficientFormerV2('s0')).eval()
+    with torch.no_grad():
+        for attn in (model.stages[2].blocks[-1].token_mixer,
+                     model.stages[3].blocks[-1].token_mixer):
+            assert attn.resolution == 7
+            assert torch.equal(attn.attention_bias((7, 7)),
+                               _authors_bias(attn.attention_biases, 7, 7, 1))
+        down = model.stages[3].downsample.attn
+        assert down.resolution == 14
+        assert torch.equal(down.attention_bias((7, 7), (14, 14), q_stride=2),
+                           _authors_bias(down.attention_biases, 14, 7, 2))
+
+
+def _authors_attention(m, x):
+    """The authors' Attention4D / Attention4DDownsample forward, written out at 224's grids."""
+    n = x.shape[0]
+    down = isinstance(m, Attention4DDownsample)
+    if down:
+        q = m.q.proj(m.q.local(x) + nn.AvgPool2d(1, 2, 0)(x))
+    else:
+        x = m.stride_conv(x) if m.stride_conv is not None else x
+        q = m.q(x)
+    hq, wq = q.shape[-2:]
+    q = q.flatten(2).reshape(n, 8, -1, hq * wq).permute(0, 1, 3, 2)
+    k = m.k(x).flatten(2).reshape(n, 8, -1, x.shape[2] * x.shape[3])
+    v = m.v(x)
+    v_local = m.v_local(v)
+    v = v.flatten(2).reshape(n, 8, -1, x.shape[2] * x.shape[3]).permute(0, 1, 3, 2)
+    key_dim = 16 if down else 32
+    attn = (q @ k) * key_dim**-0.5 + _authors_bias(m.attention_biases, x.shape[2], hq,
+                                                   2 if down else 1)
+    if down:
+        attn = attn.softmax(dim=-1)
+    else:
+        attn = m.talking_head2(m.talking_head1(attn).softmax(dim=-1))
+    out = (attn @ v).transpose(2, 3).reshape(n, -1, hq, wq) + v_local
+    if not down and m.stride_conv is not None:
+        out = nn.Upsample(scale_factor=2, mode='bilinear')(out)
+    return m.proj(F.gelu(out))
+
+
+@pytest.mark.parametrize('where, size', [('stride', 14), ('plain', 7), ('down', 14)])
+def test_attention_equals_the_authors_formula_at_224(where, size):
+    model = randomize(EfficientFormerV2('s0')).eval()
+    m = {'stride': model.stages[2].blocks[-1].token_mixer,
+         'plain': model.stages[3].blocks[-1].token_mixer,
+         'down': model.stages[3].downsample.attn}[where]
+    x = torch.randn(2, m.v.conv.in_channels, size, size)
+    with torch.no_grad():
+        ref, out = _authors_attention(m, x), m(x)
+    assert max_rel_error([ref], [out]) < 1e-5
+
+
+@pytest.mark.parametrize('q_size, k_size, stride', [((5, 9), (5, 9), 1), ((3, 5), (5, 9), 2),
+                                                     ((13, 20), (25, 40), 2)])
+def test_biases_on_other_grids_are_the_bicubic_table(q_size, k_size, stride):
+    model = randomize(EfficientFormerV2('s0')).eval()
+    stage = model.stages[3]
+    attn = stage.downsample.attn if stride == 2 else stage.blocks[-1].token_mixer
+    r = attn.resolution
+    with torch.no_grad():
+        bias = attn.attention_bias(q_size, k_size, q_stride=stride)
+        table = F.interpolate(attn.attention_biases.view(1, 8, r, r), size=k_size,
+                              mode='bicubic', align_corners=False)[0]
+    assert bias.shape == (8, q_size[0] * q_size[1], k_size[0] * k_size[1])
+    for (qy, qx), (ky, kx) in [((0, 0), (0, 0)), ((q_size[0] - 1, 1), (2, k_size[1] - 1)),
+                               ((1, q_size[1] - 1), (k_size[0] - 1, 0))]:
+        expected = table[:, abs(qy * stride - ky), abs(qx * stride - kx)]
+        assert torch.allclose(bias[:, qy * q_size[1] + qx, ky * k_size[1] + kx], expected)
+
+
+def test_bias_cached_in_inference_and_recomputed_for_training():
+    attn = randomize(EfficientFormerV2('s0')).stages[3].blocks[-1].token_mixer
+    attn.eval()
+    with torch.no_grad():
+        first = attn.attention_bias((6, 10))
+        assert attn.attention_bias((6, 10)) is first
+        attn.attention_biases.add_(1.0)  # e.g. loading other weights
+        assert torch.allclose(attn.attention_bias((6, 10)), first + 1.0, atol=1e-5)
+    attn.train()
+    bias = attn.attention_bias((6, 10))
+    bias.sum().backward()
+    assert attn.attention_biases.grad is not None
+
+
+def test_stride_attention_on_odd_grid_equals_padding_and_cropping():
+    attn = randomize(Attention4D(16, resolution=7, stride=2)).eval()
+    x = torch.randn(2, 16, 9, 13)
+    with torch.no_grad():
+        out = attn(x)
+        padded = attn(F.pad(x, (0, 1, 0, 1)))[..., :9, :13]
+    assert out.shape == x.shape
+    assert torch.allclose(out, padded, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- training modes
+def test_frozen_stages():
+    model = EfficientFormerV2('s0', frozen_stages=1)
+    model.train()
+    for module in (model.stem, model.stages[0], model.stages[1]):
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    for module in model.stages[2:]:
+        assert all(p.requires_grad for p in module.parameters()) and module.training
+
+
+@pytest.mark.parametrize('sync', [False, True])
+def test_norm_eval_keeps_every_batchnorm_in_eval(sync):
+    model = EfficientFormerV2('s0', norm_eval=True)
+    if sync:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert len(norms) > 50 and all(not m.training for m in norms)
+    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
+    assert model.training and model.stages[3].blocks[-1].token_mixer.training
+
+
+def test_norm_eval_off_trains_batchnorm():
+    model = EfficientFormerV2('s0').train()
+    assert all(m.training for m in model.modules() if isinstance(m, _BatchNorm))
+
+
+def test_with_cp_same_outputs_and_grads():
+    plain = randomize(EfficientFormerV2('s0', norm_eval=True))
+    ckpt = copy.deepcopy(plain)
+    ckpt.with_cp = True
+    x = torch.randn(2, 3, 64, 96)
+    outs, grads = [], []
+    for model in (plain, ckpt):
+        model.train()
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append([model.stages[i].blocks[-1].mlp.fc1.conv.weight.grad for i in range(4)] +
+                     [model.stages[2].blocks[-1].token_mixer.attention_biases.grad])
+    assert max_rel_error(outs[0], outs[1]) < 1e-6
+    for a, b in zip(*grads):
+        assert a is not None and torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize('arch, size', [('s0', (224, 224)), (TINY, (800, 1216))])
+def test_switch_to_deploy_equals_eval(arch, size):
+    model = randomize(EfficientFormerV2(arch)).eval()
+    x = torch.randn(1, 3, *size)
+    ref = features(model, x)
+    assert [tuple(o.shape) for o in ref] == _expected(size, model.arch['embed_dims'])
+    fused = copy.deepcopy(model).switch_to_deploy()
+    out = features(fused, x)
+    assert not any(isinstance(m, _BatchNorm) for m in fused.modules())
+    assert max_rel_error(ref, out) < 1e-5
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _to_official(state):
+    """mmext keys -> the authors' (hand-written inverse of mmext.checkpoints.efficientformer_v2)."""
+    rest_rules = [('mlp.fc1.conv.', 'mlp.fc1.'), ('mlp.fc1.bn.', 'mlp.norm1.'),
+                  ('mlp.mid.conv.', 'mlp.mid.'), ('mlp.mid.bn.', 'mlp.mid_norm.'),
+                  ('mlp.fc2.conv.', 'mlp.fc2.'), ('mlp.fc2.bn.', 'mlp.norm2.'),
+                  ('ls1.gamma', 'layer_scale_1'), ('ls2.gamma', 'layer_scale_2'),
+                  ('q.local.', 'q.local.0.'), ('q.proj.conv.', 'q.proj.0.'),
+                  ('q.proj.bn.', 'q.proj.1.'), ('proj.conv.', 'proj.1.'), ('proj.bn.', 'proj.2.'),
+                  ('.conv.', '.0.'), ('.bn.', '.1.')]
+    out = {}
+    for key, value in state.items():
+        parts = key.split('.')
+        if parts[0] == 'stem':
+            index = {'conv1': 0, 'conv2': 3}[parts[1]] + (parts[2] == 'bn')
+            out[f'patch_embed.{index}.' + '.'.join(parts[3:])] = value
+            continue
+        i = int(parts[1])
+        if parts[2] == 'downsample' and parts[3] == 'conv':
+            name = {'conv': 'proj' if i < 3 else 'conv', 'bn': 'norm' if i < 3 else 'bn'}[parts[4]]
+            out[f'network.{2 * i - 1}.{name}.' + '.'.join(parts[5:])] = value
+            continue
+        prefix = (f'network.{2 * i}.{parts[3]}' if parts[2] == 'blocks'
+                  else f'network.{2 * i - 1}')
+        rest = '.'.join(parts[4:] if parts[2] == 'blocks' else parts[3:])
+        for old, new in rest_rules:
+            rest = rest.replace(old, new)
+        if rest.startswith('layer_scale'):
+            value = value.view(-1, 1, 1)
+        out[f'{prefix}.{rest}'] = value
+        if rest.endswith('attention_biases'):  # the authors' index buffers, built for 224
+            n = value.shape[1]
+            out[f'{prefix}.{rest[:-len("biases")]}bias_idxs'] = torch.zeros(n, n, dtype=torch.long)
+    return out
+
+
+def _classifier(dim, dist_key):
+    return {'norm.weight': torch.ones(dim), 'norm.bias': torch.zeros(dim),
+            'norm.running_mean': torch.zeros(dim), 'norm.running_var': torch.ones(dim),
+            'head.weight': torch.zeros(1000, dim), 'head.bias': torch.zeros(1000),
+            f'{dist_key}.weight': torch.zeros(1000, dim), f'{dist_key}.bias': torch.zeros(1000)}
+
+
+@pytest.fixture(scope='module')
+def source():
+    model = randomize(EfficientFormerV2('s0'), seed=3).eval()
+    x = torch.randn(1, 3, 96, 128)
+    return model, x, features(model, x)
+
+
+def _official_file(state):
+    sd = dict(_to_official(state), **_classifier(176, 'dist_head'))
+    return {'model': sd, 'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-3}]},
+            'model_ema': {k: torch.zeros_like(v) for k, v in sd.items()}, 'epoch': 449}
+
+
+def _timm_file(state):
+    sd = dict(state, **_classifier(176, 'head_dist'))
+    for key, value in state.items():  # older timm files keep the index buffers
+        if key.endswith('attention_biases'):
+            sd[key.replace('biases', 'bias_idxs')] = torch.zeros(9, 9, dtype=torch.long)
+    return sd
+
+
+@pytest.mark.parametrize('layout, make', [
+    ('official', _official_file),
+    ('mmext/timm', _timm_file),
+    ('mmext/timm', lambda s: {'state_dict': s, 'meta': {'family': 'EfficientFormerV2'}}),
+    ('mmext/timm', lambda s: {'state_dict': {f'module.{k}': v for k, v in s.items()}}),
+    ('mmext/timm', lambda s: {'state_dict': {f'backbone.{k}': v for k, v in s.items()},
+                              'neck.lateral.weight': torch.zeros(1)}),
+])
+def test_pretrained_loading_in_every_layout(tmp_path, source, layout, make):
+    model, x, ref = source
+    path = tmp_path / 'ckpt.pth'
+    torch.save(make(model.state_dict()), path)
+    fresh = EfficientFormerV2('s0')
+    report = load_pretrained(fresh, str(path))
+    assert report.layout == layout
+    assert report.missing == [] and report.unexpected == []  # heads/indices dropped silently
+    assert max_rel_error(ref, features(fresh, x)) == 0
+
+
+def test_pretrained_through_init_cfg(tmp_path, source):
+    model, x, ref = source
+    path = tmp_path / 'official.pth'
+    torch.save(_official_file(model.state_dict()), path)
+    fresh = EfficientFormerV2('s0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    fresh.init_weights()
+    assert max_rel_error(ref, features(fresh, x)) == 0
+    # Loading replaced the tables: the inference cache does not serve the old biases.
+    again = EfficientFormerV2('s0')
+    features(again, x)
+    again.load_state_dict(model.state_dict())
+    assert max_rel_error(ref, features(again, x)) == 0
+
+
+def test_keys_that_do_not_fit_are_reported(tmp_path, source):
+    model, _, _ = source
+    state = dict(model.state_dict())
+    del state['stages.1.blocks.0.ls2.gamma']
+    state['stages.1.blocks.0.extra.weight'] = torch.zeros(3)
+    path = tmp_path / 'partial.pth'
+    torch.save(state, path)
+    report = load_pretrained(EfficientFormerV2('s0'), str(path))
+    assert report.missing == ['stages.1.blocks.0.ls2.gamma']
+    assert report.unexpected == ['stages.1.blocks.0.extra.weight']
+
+
+def test_checkpoint_of_another_arch_raises(tmp_path):
+    path = tmp_path / 's1.pth'
+    torch.save({'model': _to_official(EfficientFormerV2('s1').state_dict())}, path)
+    with pytest.raises(CheckpointError, match="does not fit EfficientFormerV2 arch 's0'"):
+        load_pretrained(EfficientFormerV2('s0'), str(path))
+
+
+# ----------------------------------------------------------------------------- configs
+KINDS = {  # directory: (model base, file suffix)
+    'mask_rcnn': ('mask_rcnn_efficientformerv2_fpn_1x_coco', 'fpn_1x_coco'),
+    'retinanet': ('retinanet_efficientformerv2_fpn_1x_coco', 'fpn_1x_coco'),
+    'semfpn': ('semfpn_efficientformerv2_fpn_40k_ade20k', 'fpn_40k_ade20k'),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(KINDS))
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_config_variants_set_arch_checkpoint_and_channels(kind, arch):
+    """Each variant inherits its model base and sets the arch, its checkpoint and the FPN's
+    input channels (read without resolving the mmdet/mmseg bases; the S0 files are resolved in
+    full below, and tests/test_configs.py builds every config)."""
+    base, suffix = KINDS[kind]
+    with open(f'configs/{kind}/efficientformerv2_{arch}_{suffix}.py') as f:
+        variant = {}
+        exec(f.read(), {}, variant)
+    assert variant['_base_'] == f'../_base_/models/{base}.py'
+    backbone = variant['model']['backbone']
+    assert backbone['arch'] == arch
+    assert backbone['init_cfg'] == dict(checkpoint=f'checkpoints/efficientformerv2_{arch}.pth')
+    assert variant['model']['neck']['in_channels'] == PAPER[arch]['dims']
+
+
+def _check_recipe(cfg, kind):
+    assert cfg.model.backbone.norm_eval is True
+    assert cfg.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint='checkpoints/efficientformerv2_s0.pth')
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW' and optimizer.lr == 2e-4
+    assert 'paramwise_cfg' not in cfg.optim_wrapper  # the authors decay every parameter
+    if kind == 'semfpn':
+        assert optimizer.weight_decay == 1e-4 and cfg.train_cfg.max_iters == 40000
+        (poly, ) = cfg.param_scheduler
+        assert (poly.type, poly.power, poly.end, poly.eta_min) == ('PolyLR', 0.9, 40000, 1e-6)
+        assert cfg.train_dataloader.batch_size * 8 == 32  # 32 images per iteration on 8 GPUs
+        assert cfg.crop_size == (512, 512)
+    else:
+        assert optimizer.weight_decay == 0.05 and cfg.train_cfg.max_epochs == 12
+        warmup, steps = cfg.param_scheduler
+        assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == (
+            'LinearLR', 1e-6, 500, False)
+        assert (steps.milestones, steps.gamma) == ([8, 11], 0.1)
+        assert cfg.train_dataloader.batch_size * 8 == 16  # 16 images per iteration on 8 GPUs
+    assert cfg.model.neck.type == 'FPN' and cfg.model.neck.in_channels == PAPER['s0']['dims']
+    if kind == 'retinanet':
+        assert (cfg.model.neck.start_level, cfg.model.neck.add_extra_convs) == (1, 'on_input')
+
+
+def _check_backbone_grads(model):
+    backbone = model.backbone
+    assert isinstance(backbone, EfficientFormerV2)
+    for param in (backbone.stem.conv1.conv.weight,
+                  backbone.stages[2].blocks[-1].token_mixer.attention_biases,
+                  backbone.stages[3].downsample.attn.attention_biases):
+        assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('kind, overrides', [
+    # fewer proposals and sampled RoIs than the recipe's 2000/512 keep the CPU step short
+    ('mask_rcnn', {'model.train_cfg.rpn_proposal.max_per_img': 64,
+                   'model.train_cfg.rcnn.sampler.num': 32}),
+    ('retinanet', {}),
+])
+def test_detector_recipe_and_loss_backward(kind, overrides):
+    torch.manual_seed(0)
+    cfg, model = build_from_config(f'configs/{kind}/efficientformerv2_s0_fpn_1x_coco.py',
+                                   'mmdet', 'mmext.EfficientFormerV2', overrides)
+    _check_recipe(cfg, kind)
+    loss_backward(model, torch.randn(2, 3, 128, 128), det_samples(kind == 'mask_rcnn'))
+    _check_backbone_grads(model)
+
+
+def test_semantic_fpn_recipe_and_loss_backward():
+    torch.manual_seed(0)
+    cfg, model = build_from_config('configs/semfpn/efficientformerv2_s0_fpn_40k_ade20k.py',
+                                   'mmseg', 'mmext.EfficientFormerV2')
+    _check_recipe(cfg, 'semfpn')
+    loss_backward(model, torch.randn(2, 3, 128, 128), seg_samples())
+    _check_backbone_grads(model)
