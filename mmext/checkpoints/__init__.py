@@ -7,4 +7,5 @@ from mmext.checkpoints.loading import (LAYOUTS, convert_checkpoint,  # noqa: F40
                                        read_checkpoint)
 from mmext.checkpoints import shvit  # noqa: F401
 from mmext.checkpoints import efficientformer  # noqa: F401
+from mmext.checkpoints import edgevit  # noqa: F401
 from mmext.checkpoints import efficientformer_v2  # noqa: F401

@@ -6,4 +6,5 @@ from mmext.models.base import BaseBackbone  # noqa: F401
 from mmext.models.necks import TransConvFPN  # noqa: F401
 from mmext.models.shvit import SHViT  # noqa: F401
 from mmext.models.efficientformer import EfficientFormer  # noqa: F401
+from mmext.models.edgevit import EdgeViT  # noqa: F401
 from mmext.models.efficientformer_v2 import EfficientFormerV2  # noqa: F401

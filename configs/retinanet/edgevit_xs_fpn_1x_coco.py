@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/retinanet_edgevit_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='xs', init_cfg=dict(checkpoint='checkpoints/edgevit_xs.pth')),
+    neck=dict(in_channels=[48, 96, 240, 384]))

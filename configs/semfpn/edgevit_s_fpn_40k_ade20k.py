@@ -1,0 +1,5 @@
+_base_ = '../_base_/models/semfpn_edgevit_fpn_40k_ade20k.py'
+
+model = dict(
+    backbone=dict(arch='s', init_cfg=dict(checkpoint='checkpoints/edgevit_s.pth')),
+    neck=dict(in_channels=[48, 96, 240, 384]))

@@ -1,0 +1,262 @@
+"""EdgeViTs: Competing Light-weight CNNs on Mobile Devices with Vision Transformers.
+
+Pan et al., ECCV 2022.
+
+Four stages at strides 4/8/16/32. Each stage starts with a non-overlapping patch embedding
+(``k x k`` conv with stride ``k``, then LayerNorm over channels; ``k = 4`` for the stem, 2 after)
+and stacks local-global-local (LGL) blocks:
+
+1. **local aggregation** (stages 1-3): ``x + DW3x3(x)`` (conditional position encoding), then
+   ``x + PW(DW5x5(PW(BN(x))))`` and a pointwise MLP ``x + PW(GELU(PW(BN(x))))``, all NCHW;
+2. **global sparse attention**: ``x + DW3x3(x)``, then on tokens ``x + Attn(LN(x))`` and
+   ``x + MLP(LN(x))``. The attention's queries/keys/values come from *delegate tokens*, one per
+   ``r x r`` window (the window's top-left token, as the authors' ``AvgPool2d(kernel_size=1,
+   stride=r)`` picks it; ``r`` is the stage's sample ratio 4/2/2/1);
+3. **local propagation**: the attended delegates are spread back over their windows by a
+   depthwise ``r x r`` stride-``r`` transposed conv, then LayerNorm and the output projection.
+
+Stage 4 (``r = 1``) has no local aggregation and plain multi-head self-attention.
+
+**Any input size.** Outputs have ``ceil(H / s) x ceil(W / s)`` positions for strides
+``s = 4, 8, 16, 32``: each patch embedding zero-pads its input at the bottom/right to a multiple
+of its kernel. The sparse attention on an ``H x W`` map takes the delegates at rows/columns
+``0, r, 2r, ...`` (``ceil(H/r) x ceil(W/r)`` of them), which is exactly sampling the map padded
+to a multiple of ``r``; sampling reads no padded position, so padding cannot distort the
+delegates (no averaging happens, unlike ``AvgPool2d(kernel_size=r)``). The transposed conv then
+produces the padded size ``r * ceil(H/r) x r * ceil(W/r)`` and is cropped back to ``H x W``.
+When ``r`` divides the map size (every stage at 224x224) this is the authors' computation.
+
+**Deploy.** The only BatchNorms are those of local aggregation, and each precedes a 1x1 conv
+(:class:`~mmext.models.layers.BNLinear`), so :meth:`switch_to_deploy` folds all of them.
+
+Module names follow the paper; :mod:`mmext.checkpoints.edgevit` maps the authors' checkpoint keys.
+"""
+from collections import OrderedDict
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmext.models.base import BaseBackbone
+from mmext.models.layers import BNLinear, drop_path, pad_to_multiple
+from mmext.registry import MODELS
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` map (each position on its own)."""
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: zero-pad to a multiple of ``patch_size``, conv, LayerNorm.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H / p), ceil(W / p))``.
+    """
+
+    def __init__(self, in_channels, out_channels, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, out_channels, patch_size, stride=patch_size)
+        self.norm = LayerNorm2d(out_channels)
+
+    def forward(self, x):
+        x, _ = pad_to_multiple(x, self.patch_size)
+        return self.norm(self.proj(x))
+
+
+def _mlp(dim, hidden, conv):
+    """``fc1 -> GELU -> fc2``: on NCHW maps with BN-prefixed 1x1 convs, or on tokens with Linear."""
+    if conv:
+        fc1, fc2 = BNLinear(dim, hidden, conv=True), nn.Conv2d(hidden, dim, 1)
+    else:
+        fc1, fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+    return nn.Sequential(OrderedDict(fc1=fc1, act=nn.GELU(), fc2=fc2))
+
+
+class LocalAggregation(nn.Module):
+    """Local aggregation: position encoding, ``BN -> PW -> DW5x5 -> PW``, then a conv MLP.
+
+    ``x = x + pos_embed(x)``; ``x = x + aggregate(x)``; ``x = x + mlp(x)`` (the last two with
+    stochastic depth). Both BNs precede a 1x1 conv and fold into it.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, dim, mlp_ratio=4.0, drop_path_rate=0.0):
+        super().__init__()
+        self.drop_path_rate = drop_path_rate
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.aggregate = nn.Sequential(OrderedDict(
+            pw1=BNLinear(dim, dim, conv=True),
+            dw=nn.Conv2d(dim, dim, 5, padding=2, groups=dim),
+            pw2=nn.Conv2d(dim, dim, 1)))
+        self.mlp = _mlp(dim, int(dim * mlp_ratio), conv=True)
+
+    def forward(self, x):
+        x = x + self.pos_embed(x)
+        x = x + drop_path(self.aggregate(x), self.drop_path_rate, self.training)
+        return x + drop_path(self.mlp(x), self.drop_path_rate, self.training)
+
+
+class GlobalSparseAttention(nn.Module):
+    """Multi-head attention among delegate tokens, with local propagation back to every token.
+
+    With sample ratio ``r > 1``: delegates are the tokens at rows/columns ``0, r, 2r, ...``
+    (``h = ceil(H/r)``, ``w = ceil(W/r)``); they attend to each other; a depthwise ``r x r``
+    stride-``r`` transposed conv spreads each over its window (``r*h x r*w``, cropped to
+    ``H x W``), then LayerNorm and the projection. With ``r = 1`` it is plain self-attention.
+
+    Shapes: tokens ``(N, H*W, C)`` (row-major over the ``H x W`` map) ``-> (N, H*W, C)``.
+    """
+
+    def __init__(self, dim, num_heads, sample_ratio=1):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.sample_ratio = sample_ratio
+        self.qkv = nn.Linear(dim, dim * 3)
+        if sample_ratio > 1:
+            self.local_prop = nn.ConvTranspose2d(dim, dim, sample_ratio, stride=sample_ratio,
+                                                 groups=dim)
+            self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, hw_shape):
+        n, _, c = x.shape
+        h, w = hw_shape
+        r = self.sample_ratio
+        if r > 1:
+            delegates = x.reshape(n, h, w, c)[:, ::r, ::r]  # (N, ceil(H/r), ceil(W/r), C)
+            gh, gw = delegates.shape[1:3]
+            x = delegates.reshape(n, gh * gw, c)
+        qkv = self.qkv(x).view(n, x.shape[1], 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, C / heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        if r > 1:
+            out = out.transpose(2, 3).reshape(n, c, gh, gw)  # channel = head * head_dim + j
+            out = self.local_prop(out)[:, :, :h, :w]
+            out = self.norm(out.flatten(2).transpose(1, 2))
+        else:
+            out = out.transpose(1, 2).reshape(n, h * w, c)
+        return self.proj(out)
+
+
+class SparseAttentionBlock(nn.Module):
+    """``x + DW3x3(x)``, then on tokens ``x + Attn(LN(x))`` and ``x + MLP(LN(x))``.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``; tokens only inside.
+    """
+
+    def __init__(self, dim, num_heads, sample_ratio, mlp_ratio=4.0, drop_path_rate=0.0):
+        super().__init__()
+        self.drop_path_rate = drop_path_rate
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = GlobalSparseAttention(dim, num_heads, sample_ratio)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = _mlp(dim, int(dim * mlp_ratio), conv=False)
+
+    def forward(self, x):
+        x = x + self.pos_embed(x)
+        n, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = t + drop_path(self.attn(self.norm1(t), (h, w)), self.drop_path_rate, self.training)
+        t = t + drop_path(self.mlp(self.norm2(t)), self.drop_path_rate, self.training)
+        return t.transpose(1, 2).reshape(n, c, h, w)
+
+
+class LGLBlock(nn.Module):
+    """Local-global-local block: :class:`LocalAggregation` (only when ``sample_ratio > 1``), then
+    :class:`SparseAttentionBlock` (global sparse attention + local propagation + MLP).
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, dim, num_heads, sample_ratio, mlp_ratio=4.0, drop_path_rate=0.0):
+        super().__init__()
+        self.local_agg = (LocalAggregation(dim, mlp_ratio, drop_path_rate)
+                          if sample_ratio > 1 else nn.Identity())
+        self.global_attn = SparseAttentionBlock(dim, num_heads, sample_ratio, mlp_ratio,
+                                                drop_path_rate)
+
+    def forward(self, x):
+        return self.global_attn(self.local_agg(x))
+
+
+class EdgeViTStage(nn.Module):
+    """A stage: patch embedding (stride 2; identity in stage 1, after the stem) then LGL blocks.
+
+    Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` (``(N, C, H, W)`` in stage 1).
+    """
+
+    def __init__(self, in_dim, dim, depth, num_heads, sample_ratio, mlp_ratio, drop_path_rates,
+                 downsample):
+        super().__init__()
+        self.downsample = PatchEmbed(in_dim, dim, 2) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            LGLBlock(dim, num_heads, sample_ratio, mlp_ratio, dpr) for dpr in drop_path_rates])
+
+
+@MODELS.register_module()
+class EdgeViT(BaseBackbone):
+    """EdgeViT backbone for detection and segmentation.
+
+    Args:
+        arch (str | dict): ``'xxs'``, ``'xs'``, ``'s'`` or a dict with ``embed_dims``, ``depths``,
+            ``num_heads`` (and optionally ``sample_ratios``, default ``[4, 2, 2, 1]``, and
+            ``mlp_ratio``, default 4).
+        out_indices (Sequence[int]): stages to return, of 0 (stride 4), 1 (8), 2 (16), 3 (32).
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`. The stem (the
+            stride-4 patch embedding) is frozen with stage 0.
+        drop_path_rate (float): stochastic depth, rising linearly over the blocks to this value.
+
+    Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
+    ``s_i = 4 * 2**i`` for ``i`` in ``out_indices`` (any H and W).
+    """
+
+    arch_settings = {
+        'xxs': dict(embed_dims=[36, 72, 144, 288], depths=[1, 1, 3, 2], num_heads=[1, 2, 4, 8]),
+        'xs': dict(embed_dims=[48, 96, 240, 384], depths=[1, 1, 3, 1], num_heads=[1, 2, 5, 8]),
+        's': dict(embed_dims=[48, 96, 240, 384], depths=[1, 2, 5, 3], num_heads=[1, 2, 5, 8]),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_heads')
+
+    def __init__(self, arch='xxs', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, drop_path_rate=0.0):
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        dims, depths = self.arch['embed_dims'], self.arch['depths']
+        sample_ratios = self.arch.get('sample_ratios', (4, 2, 2, 1))
+        mlp_ratio = self.arch.get('mlp_ratio', 4.0)
+        dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
+        self.stem = PatchEmbed(3, dims[0], 4)
+        self.stages = nn.ModuleList()
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            start = sum(depths[:i])
+            self.stages.append(EdgeViTStage(
+                dims[max(i - 1, 0)], dim, depth, self.arch['num_heads'][i], sample_ratios[i],
+                mlp_ratio, dpr[start:start + depth], downsample=i > 0))
+        self.out_channels = [dims[i] for i in self.out_indices]
+        self.apply(_init_linear)
+        self._freeze_stages()
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.run_blocks(stage.blocks, stage.downsample(x))
+            if i in self.out_indices:
+                outs.append(x)
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
+
+
+def _init_linear(m):
+    """The authors' initialisation: linear weights ~ truncated N(0, 0.02), biases 0."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,373 @@
+"""EdgeViT: shapes at any size, options, deploy folding, complexity, checkpoints, configs."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mmext  # noqa: F401  (registers into mmdet and mmseg)
+from mmext.analysis import count_macs, count_params
+from mmext.checkpoints import load_pretrained
+from mmext.errors import CheckpointError, ConfigError
+from mmext.models import EdgeViT
+from mmext.models.edgevit import GlobalSparseAttention
+from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
+from tests.helpers import max_rel_error, randomize_norms
+
+# The issue's figures: backbone params (no classifier norm/head) in M, MACs at 224 in G with the
+# authors' classifier (Linear C -> 1000 after the final norm).
+PAPER = {
+    'xxs': dict(dims=[36, 72, 144, 288], params=3.778, macs=0.551),
+    'xs': dict(dims=[48, 96, 240, 384], params=6.384, macs=1.128),
+    's': dict(dims=[48, 96, 240, 384], params=12.722, macs=1.911),
+}
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def _randomized(arch='xxs', seed=0, **kwargs):
+    """A model with random weights everywhere (biases, norms and BN statistics included)."""
+    torch.manual_seed(seed)
+    model = randomize_norms(EdgeViT(arch, **kwargs), seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('bias'):
+                p.normal_(std=0.05)
+    return model
+
+
+# ----------------------------------------------------------------------------- complexity
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_params_and_macs_match_paper(arch):
+    model = EdgeViT(arch)
+    ref = PAPER[arch]
+    assert round(count_params(model) / 1e6, 3) == ref['params']
+    head_macs = ref['dims'][-1] * 1000  # Linear C -> 1000 after global pooling
+    assert round((count_macs(model) + head_macs) / 1e9, 3) == ref['macs']
+
+
+# ----------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize('size', [(64, 64), (224, 224), (65, 97), (33, 47), (31, 30)])
+def test_output_shapes_any_size(size):
+    model = EdgeViT('xxs').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *size))
+    assert len(outs) == 4
+    for i, out in enumerate(outs):
+        stride = 4 * 2**i
+        assert out.shape == (2, PAPER['xxs']['dims'][i], math.ceil(size[0] / stride),
+                             math.ceil(size[1] / stride))
+        assert torch.isfinite(out).all()
+
+
+def test_detection_sized_odd_input():
+    model = EdgeViT('xxs', out_indices=(0, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 801, 1203))
+    assert [tuple(o.shape) for o in outs] == [(1, 36, 201, 301), (1, 288, 26, 38)]
+
+
+@pytest.mark.parametrize('ratio, size', [(4, (13, 19)), (2, (7, 9)), (4, (8, 12)), (2, (1, 3))])
+def test_sparse_attention_equals_padded_computation(ratio, size):
+    """At sizes the sample ratio does not divide, the attention equals the same computation on the
+    map zero-padded to a multiple of the ratio, cropped back (delegates never read padding)."""
+    torch.manual_seed(0)
+    attn = GlobalSparseAttention(24, 2, ratio).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(std=0.3)
+    h, w = size
+    ph, pw = math.ceil(h / ratio) * ratio, math.ceil(w / ratio) * ratio
+    tokens = torch.randn(2, h * w, 24)
+    padded = F.pad(tokens.transpose(1, 2).reshape(2, 24, h, w), (0, pw - w, 0, ph - h))
+    with torch.no_grad():
+        out = attn(tokens, (h, w))
+        ref = attn(padded.flatten(2).transpose(1, 2), (ph, pw))
+    ref = ref.transpose(1, 2).reshape(2, 24, ph, pw)[:, :, :h, :w].flatten(2).transpose(1, 2)
+    assert out.shape == (2, h * w, 24)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_sparse_attention_delegates_and_propagation():
+    """Delegates are the top-left token of each window; each output token depends only on the
+    delegates (all of them, through attention), never directly on the other tokens."""
+    attn = GlobalSparseAttention(8, 2, 4).eval()
+    tokens = torch.randn(1, 8, 12, 8)
+    others = torch.ones(1, 8, 12, 1)
+    others[:, 0::4, 0::4] = 0  # the delegates' positions
+    delegate = torch.zeros(1, 8, 12, 1)
+    delegate[:, 4, 8] = 1
+    with torch.no_grad():
+        ref = attn(tokens.view(1, 96, 8), (8, 12))
+        same = attn((tokens + others * torch.randn(1, 8, 12, 8)).view(1, 96, 8), (8, 12))
+        moved = attn((tokens + delegate).view(1, 96, 8), (8, 12))
+    assert torch.allclose(same, ref, atol=1e-6)
+    assert not torch.allclose(moved, ref, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize('arch', sorted(PAPER))
+def test_every_arch_builds_with_out_channels(arch):
+    model = EdgeViT(arch, out_indices=(1, 3))
+    assert model.out_channels == [PAPER[arch]['dims'][1], PAPER[arch]['dims'][3]]
+    with torch.no_grad():
+        outs = model.eval()(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == model.out_channels
+
+
+def test_custom_arch_dict():
+    arch = dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4],
+                sample_ratios=[2, 2, 1, 1], mlp_ratio=2)
+    model = EdgeViT(arch).eval()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [16, 32, 48, 64]
+    assert model.stages[2].blocks[0].global_attn.attn.sample_ratio == 1
+    assert isinstance(model.stages[2].blocks[0].local_agg, nn.Identity)
+    assert model.stages[0].blocks[0].global_attn.mlp.fc1.out_features == 32
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='m'), "Unknown EdgeViT arch 'm'"),
+    (dict(arch=dict(embed_dims=[1, 2, 3, 4])), 'needs the keys'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(out_indices=()), 'out_indices'),
+    (dict(out_indices=(2, -2)), 'repeats'),
+    (dict(frozen_stages=4), 'frozen_stages'),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EdgeViT(**kwargs)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('name', ['EdgeViT', 'mmext.EdgeViT'])
+def test_builds_from_downstream_registries(scope, name):
+    registry = pytest.importorskip(f'{scope}.registry').MODELS
+    model = registry.build(dict(type=name, arch='xs', out_indices=(2, 3)))
+    assert isinstance(model, EdgeViT) and model.out_indices == (2, 3)
+    assert model.out_channels == [240, 384]
+
+
+def test_frozen_stages():
+    model = EdgeViT('xxs', frozen_stages=1)
+    model.train()
+    for module in [model.stem, model.stages[0], model.stages[1]]:
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    for module in model.stages[2:]:
+        assert all(p.requires_grad for p in module.parameters())
+        assert all(m.training for m in module.modules())
+
+
+@pytest.mark.parametrize('sync', [False, True])
+def test_norm_eval_keeps_batchnorm_in_eval(sync):
+    model = EdgeViT('xxs', norm_eval=True)
+    if sync:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, _BN)]
+    assert len(norms) == 2 * 5  # two per local aggregation, in 1 + 1 + 3 blocks
+    assert all(not m.training for m in norms)
+    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
+    assert model.training and model.stages[3].training  # the rest still trains
+
+
+def test_with_cp_same_outputs_and_grads():
+    plain = _randomized('xxs', norm_eval=True)
+    ckpt = copy.deepcopy(plain)
+    ckpt.with_cp = True
+    x = torch.randn(1, 3, 40, 56)
+    outs, grads = [], []
+    for model in (plain, ckpt):
+        model.train()
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert max_rel_error(outs[0], outs[1]) < 1e-6
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_drop_path_only_in_training():
+    model = _randomized('xxs', norm_eval=True, drop_path_rate=0.5)
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    assert blocks[0].local_agg.drop_path_rate == 0
+    assert blocks[-1].global_attn.drop_path_rate == 0.5
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        ref = model.eval()(x)
+        assert max_rel_error(ref, model.train()(x)) > 1e-3
+        for m in model.modules():
+            if hasattr(m, 'drop_path_rate'):
+                m.drop_path_rate = 0.0
+        assert max_rel_error(ref, model(x)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- deploy
+@pytest.mark.parametrize('arch, size', [('s', (224, 224)), ('xxs', (800, 1216))])
+def test_switch_to_deploy_equals_eval(arch, size):
+    model = _randomized(arch).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        ref = model(x)
+        fused = copy.deepcopy(model).switch_to_deploy()
+        out = fused(x)
+    assert not any(isinstance(m, _BN) for m in fused.modules())
+    assert max_rel_error(ref, out) < 1e-5
+
+
+# ----------------------------------------------------------------------------- checkpoints
+_OFFICIAL_NAMES = {  # mmext sub-path inside a block -> the authors' (written independently)
+    'local_agg.pos_embed': 'LocalAgg.pos_embed',
+    'local_agg.aggregate.pw1.bn': 'LocalAgg.norm1',
+    'local_agg.aggregate.pw1.linear': 'LocalAgg.conv1',
+    'local_agg.aggregate.dw': 'LocalAgg.attn',
+    'local_agg.aggregate.pw2': 'LocalAgg.conv2',
+    'local_agg.mlp.fc1.bn': 'LocalAgg.norm2',
+    'local_agg.mlp.fc1.linear': 'LocalAgg.mlp.fc1',
+    'local_agg.mlp.fc2': 'LocalAgg.mlp.fc2',
+    'global_attn.attn.local_prop': 'SelfAttn.attn.LocalProp',
+}
+
+
+def to_official(state):
+    """mmext -> the authors' EdgeViT keys, plus their classifier (final BN and head)."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split('.')
+        if parts[0] == 'stem':
+            new = ['patch_embed1'] + parts[1:]
+        elif parts[2] == 'downsample':
+            new = [f'patch_embed{int(parts[1]) + 1}'] + parts[3:]
+        else:
+            inner, leaf = '.'.join(parts[4:-1]), parts[-1]
+            inner = _OFFICIAL_NAMES.get(inner, inner.replace('global_attn', 'SelfAttn'))
+            new = [f'blocks{int(parts[1]) + 1}', parts[3], inner, leaf]
+        out['.'.join(new)] = value
+    dim = state['stages.3.downsample.proj.weight'].shape[0]
+    out.update({'norm.weight': torch.rand(dim), 'norm.bias': torch.rand(dim),
+                'norm.running_mean': torch.rand(dim), 'norm.running_var': torch.rand(dim),
+                'norm.num_batches_tracked': torch.tensor(3),
+                'head.weight': torch.randn(1000, dim), 'head.bias': torch.randn(1000)})
+    return out
+
+
+# The authors' keys of their first block (saic-fi/edgevit, src/edgevit.py), for the layout check.
+_AUTHORS_BLOCK1 = {f'blocks1.0.{m}.{p}' for m, ps in {
+    'LocalAgg.pos_embed': 'wb', 'LocalAgg.conv1': 'wb', 'LocalAgg.attn': 'wb',
+    'LocalAgg.conv2': 'wb', 'LocalAgg.mlp.fc1': 'wb', 'LocalAgg.mlp.fc2': 'wb',
+    'LocalAgg.norm1': 'wbmvn', 'LocalAgg.norm2': 'wbmvn', 'SelfAttn.pos_embed': 'wb',
+    'SelfAttn.norm1': 'wb', 'SelfAttn.attn.qkv': 'wb', 'SelfAttn.attn.proj': 'wb',
+    'SelfAttn.attn.LocalProp': 'wb', 'SelfAttn.attn.norm': 'wb', 'SelfAttn.norm2': 'wb',
+    'SelfAttn.mlp.fc1': 'wb', 'SelfAttn.mlp.fc2': 'wb'}.items() for p in (
+        {'w': 'weight', 'b': 'bias', 'm': 'running_mean', 'v': 'running_var',
+         'n': 'num_batches_tracked'}[c] for c in ps)}
+
+
+@pytest.fixture(scope='module')
+def source():
+    """A randomly initialised EdgeViT-XXS and its features on a fixed input."""
+    model = _randomized('xxs', seed=3).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = model(x)
+    return model, x, feats
+
+
+def _load(path, x, arch='xxs'):
+    model = EdgeViT(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b) == 4
+    for fa, fb in zip(a, b):
+        assert torch.equal(fa, fb)
+
+
+def test_official_layout_loads_and_drops_classifier(source, tmp_path):
+    model, x, feats = source
+    state = to_official(model.state_dict())
+    assert len(state) == 251  # as the authors' edgevit_xxs
+    assert {k for k in state if k.startswith('blocks1.0.')} == _AUTHORS_BLOCK1
+    assert 'blocks4.1.SelfAttn.attn.qkv.weight' in state and 'patch_embed4.norm.bias' in state
+    path = tmp_path / 'edgevit_xxs_official.pth'
+    torch.save({'model': state, 'epoch': 300, 'args': {'model': 'edgevit_xxs'}}, path)
+    _assert_same(feats, _load(path, x))
+    report = load_pretrained(EdgeViT('xxs'), str(path))
+    assert report.layout == 'official'
+    assert report.missing == [] and report.unexpected == []  # head and final norm: dropped
+    assert len(report.loaded) == 244
+
+
+@pytest.mark.parametrize('wrap', [
+    lambda s: s,
+    lambda s: {'state_dict': s},
+    lambda s: {'state_dict': {'module.' + k: v for k, v in s.items()}},
+    lambda s: {'state_dict': {**{'backbone.' + k: v for k, v in s.items()},
+                              'neck.lateral_convs.0.conv.weight': torch.zeros(1)}},
+    lambda s: {'model': {'module.' + k: v for k, v in to_official(s).items()}},
+])
+def test_layouts_load_wrapped(source, tmp_path, wrap):
+    model, x, feats = source
+    path = tmp_path / 'ckpt.pth'
+    torch.save(wrap(model.state_dict()), path)
+    _assert_same(feats, _load(path, x))
+
+
+def test_partial_checkpoint_reports_missing_keys(source, tmp_path):
+    model, _, _ = source
+    state = to_official(model.state_dict())
+    del state['blocks3.2.SelfAttn.mlp.fc2.bias']
+    state['blocks5.0.extra.weight'] = torch.zeros(1)
+    path = tmp_path / 'partial.pth'
+    torch.save({'model': state}, path)
+    report = load_pretrained(EdgeViT('xxs'), str(path))
+    assert report.missing == ['stages.2.blocks.2.global_attn.mlp.fc2.bias']
+    assert report.unexpected == ['blocks5.0.extra.weight']
+
+
+def test_checkpoint_of_another_arch_is_refused(tmp_path):
+    path = tmp_path / 'edgevit_xs.pth'
+    torch.save({'model': to_official(EdgeViT('xs').state_dict())}, path)
+    with pytest.raises(CheckpointError, match="does not fit EdgeViT arch 'xxs'"):
+        EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+
+
+def test_missing_checkpoint_error_says_what_to_do(tmp_path):
+    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained',
+                                         checkpoint=str(tmp_path / 'edgevit_xxs.pth')))
+    with pytest.raises(CheckpointError, match='init_cfg=None'):
+        model.init_weights()
+
+
+# ----------------------------------------------------------------------------- detectors
+def _build(path, scope):
+    torch.manual_seed(0)
+    cfg, model = build_from_config(path, scope, 'mmext.EdgeViT')
+    assert cfg.model.backbone.arch == 'xxs' and isinstance(model.backbone, EdgeViT)
+    return model
+
+
+def _backbone_trains(model):
+    grad = model.backbone.stages[0].blocks[0].local_agg.aggregate.pw1.linear.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('detector, with_masks', [('mask_rcnn', True), ('retinanet', False)])
+def test_detector_loss_backward(detector, with_masks):
+    model = _build(f'configs/{detector}/edgevit_xxs_fpn_1x_coco.py', 'mmdet')
+    if with_masks:  # fewer sampled RoIs keep the step fast
+        model.roi_head.bbox_sampler.num = 64
+    loss_backward(model, torch.randn(2, 3, 128, 128), det_samples(with_masks))
+    _backbone_trains(model)
+
+
+def test_semantic_fpn_loss_backward():
+    model = _build('configs/semfpn/edgevit_xxs_fpn_40k_ade20k.py', 'mmseg')
+    loss_backward(model, torch.randn(2, 3, 128, 128), seg_samples())
+    _backbone_trains(model)
