@@ -1,0 +1,294 @@
+"""Backbones to ONNX: the deploy-mode model (BatchNorms folded) with dynamic batch, height and width.
+
+:func:`export_onnx` writes the graph, :func:`verify_onnx` runs it in ONNX Runtime at several input
+sizes and compares every output level with PyTorch, and :func:`export_backbone` does both for a
+backbone named by ``type`` and ``arch`` (``tools/export_onnx.py``).
+
+Exporter: torch 2.9+ defaults to the ``torch.export``-based ("dynamo") exporter, which needs the
+``onnxscript`` package. The TorchScript-based exporter (``dynamo=False``) is still in torch 2.13 and
+needs nothing else, so ``exporter='auto'`` uses it while torch has it and falls back to the dynamo
+exporter otherwise. The TorchScript exporter traces the model at one input size: a forward pass that
+turns a traced shape into a Python number (``int(h)``, a shape compared in an ``if``, a cache keyed
+on sizes) bakes that size into the graph. Such graphs run at the traced size only, which is why
+:func:`verify_onnx` checks a second size, and why the tracer's warnings are returned (they name the
+file and line of every such conversion).
+"""
+import copy
+import os
+import os.path as osp
+import re
+import warnings
+
+import numpy as np
+import torch
+
+from mmext.errors import ConfigError, MmextError
+
+DEFAULT_OPSET = 17
+INPUT_NAME = 'input'
+
+
+# ------------------------------------------------------------------------------------ helpers
+def output_names_of(model):
+    """``level{i}`` for each returned stage ``i`` (``model.out_indices``), else ``level0..``."""
+    indices = getattr(model, 'out_indices', None)
+    if indices is None:
+        return None
+    return [f'level{i}' for i in indices]
+
+
+def _as_tuple(outputs):
+    if isinstance(outputs, torch.Tensor):
+        return (outputs, )
+    return tuple(outputs)
+
+
+def _dynamic_axes(output_names, dynamic_batch=True):
+    axes = {INPUT_NAME: {2: 'height', 3: 'width'}}
+    if dynamic_batch:
+        axes[INPUT_NAME][0] = 'batch'
+    for name in output_names:
+        axes[name] = {2: f'{name}_height', 3: f'{name}_width'}
+        if dynamic_batch:
+            axes[name][0] = 'batch'
+    return axes
+
+
+def _has_torchscript_exporter():
+    try:
+        import torch.onnx._internal.torchscript_exporter.utils  # noqa: F401
+        return True
+    except ImportError:
+        # older torch keeps it in torch.onnx.utils
+        return hasattr(torch.onnx, 'utils') and hasattr(torch.onnx.utils, '_export')
+
+
+def _has_onnxscript():
+    try:
+        import onnxscript  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def choose_exporter(exporter='auto'):
+    """``'torchscript'`` or ``'dynamo'``, resolving ``'auto'`` as the module docstring says."""
+    if exporter not in ('auto', 'torchscript', 'dynamo'):
+        raise ConfigError(f"exporter must be 'auto', 'torchscript' or 'dynamo', not {exporter!r}")
+    if exporter == 'auto':
+        exporter = 'torchscript' if _has_torchscript_exporter() else 'dynamo'
+    if exporter == 'dynamo' and not _has_onnxscript():
+        raise MmextError('the torch.export-based ONNX exporter needs the onnxscript package: '
+                         '`pip install onnxscript` (or use exporter="torchscript" where this torch '
+                         'still has it).')
+    return exporter
+
+
+def _tracer_warning_lines(records):
+    """Distinct ``file:line: message`` of the TracerWarnings raised outside torch while exporting."""
+    tracer_warning = getattr(torch.jit, 'TracerWarning', None)
+    torch_dir = osp.dirname(osp.abspath(torch.__file__)) + os.sep
+    lines = []
+    for rec in records:
+        if tracer_warning is not None and not issubclass(rec.category, tracer_warning):
+            continue
+        if osp.abspath(rec.filename).startswith(torch_dir):
+            continue  # torch's own argument checks (e.g. group_norm's batch-size test)
+        message = str(rec.message).strip().splitlines()[0]
+        line = f'{rec.filename}:{rec.lineno}: {message}'
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+# ------------------------------------------------------------------------------------ export
+@torch.no_grad()
+def export_onnx(model, path, input_shape=(1, 3, 224, 224), opset=DEFAULT_OPSET, dynamic=True,
+                exporter='auto', output_names=None):
+    """Write ``model`` (used as it is: call ``switch_to_deploy()`` first) to ONNX at ``path``.
+
+    Args:
+        model (nn.Module): returns a tensor or a tuple of tensors (one per level).
+        path (str): the ``.onnx`` file to write (its folder is created).
+        input_shape (tuple): ``(N, 3, H, W)`` of the example input the graph is traced with.
+        opset (int): ONNX opset, at least 17.
+        dynamic (bool): batch, height and width of the input (and of every output) are dynamic
+            axes; False fixes the graph to ``input_shape``.
+        exporter (str): ``'auto'``, ``'torchscript'`` or ``'dynamo'``.
+        output_names (list[str]): defaults to ``level{i}`` per entry of ``model.out_indices``.
+
+    Returns:
+        dict: ``path``, ``input_name``, ``output_names``, ``exporter``, ``opset``, ``dynamic``
+        and ``tracer_warnings`` (``file:line: message`` of each shape the tracer had to freeze).
+    """
+    if opset < 17:
+        raise ConfigError(f'opset {opset} is too old for these backbones; use 17 or newer.')
+    exporter = choose_exporter(exporter)
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device('cpu')
+    example = torch.randn(*input_shape, device=device)
+    n_out = len(_as_tuple(model(example)))
+    if output_names is None:
+        output_names = output_names_of(model)
+    if output_names is None or len(output_names) != n_out:
+        output_names = [f'level{i}' for i in range(n_out)]
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=list(output_names),
+                  opset_version=opset)
+    if dynamic:
+        kwargs['dynamic_axes'] = _dynamic_axes(output_names)
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter('always')
+        try:
+            if exporter == 'torchscript':
+                torch.onnx.export(model, (example, ), path, dynamo=False, **kwargs)
+            else:
+                torch.onnx.export(model, (example, ), path, dynamo=True, external_data=False,
+                                  **kwargs)
+        finally:
+            model.train(was_training)
+    return dict(path=path, input_name=INPUT_NAME, output_names=list(output_names),
+                exporter=exporter, opset=opset, dynamic=dynamic,
+                tracer_warnings=_tracer_warning_lines(records))
+
+
+# ------------------------------------------------------------------------------------ checks
+def ort_session(path, threads=1, providers=None):
+    """An ONNX Runtime session with ``threads`` intra-op threads (all graph optimisations)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MmextError('onnxruntime is not installed: `pip install onnxruntime` (listed in '
+                         'requirements/runtime.txt).') from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or 0)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=providers or ['CPUExecutionProvider'])
+
+
+def relative_error(ref, out):
+    """``max|ref - out| / max|ref|`` of two arrays (numpy or torch)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64)
+    return float(np.abs(ref - out).max() / max(np.abs(ref).max(), 1e-12))
+
+
+@torch.no_grad()
+def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, threads=None):
+    """Run the ONNX graph at each ``(H, W)`` of ``sizes`` and compare with ``model`` (on CPU).
+
+    Returns:
+        dict: ``'HxW' -> {'max_rel_err', 'max_abs_err', 'shapes', 'error'}`` where the errors are
+        the largest over the output levels (``max|torch - onnx| / max|torch|``) and ``error`` is
+        ``None`` or why the graph did not run or gave other shapes (then the errors are ``inf``).
+    """
+    session = ort_session(path, threads=threads)
+    input_name = session.get_inputs()[0].name
+    model = copy.deepcopy(model).cpu().eval()
+    gen = torch.Generator().manual_seed(seed)
+    results = {}
+    for h, w in sizes:
+        x = torch.randn(batch, 3, int(h), int(w), generator=gen)
+        refs = [t.numpy() for t in _as_tuple(model(x))]
+        entry = dict(max_rel_err=float('inf'), max_abs_err=float('inf'),
+                     shapes=[list(r.shape) for r in refs], error=None)
+        try:
+            outs = session.run(None, {input_name: x.numpy()})
+        except Exception as exc:  # onnxruntime raises its own types
+            entry['error'] = f'onnxruntime failed: {_first_line(exc)}'
+            results[f'{h}x{w}'] = entry
+            continue
+        bad = [(list(r.shape), list(o.shape)) for r, o in zip(refs, outs) if r.shape != o.shape]
+        if len(outs) != len(refs) or bad:
+            entry['error'] = (f'{len(outs)} outputs of shapes {[list(o.shape) for o in outs]} '
+                              f'where PyTorch gives {entry["shapes"]}')
+        else:
+            entry['max_rel_err'] = max(relative_error(r, o) for r, o in zip(refs, outs))
+            entry['max_abs_err'] = max(float(np.abs(r - o).max()) for r, o in zip(refs, outs))
+        results[f'{h}x{w}'] = entry
+    return results
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    text = re.sub(r'\s+', ' ', text)
+    return f'{type(exc).__name__}: {text[:400]}'
+
+
+# ------------------------------------------------------------------------------------ backbones
+def build_backbone(type, arch, checkpoint=None, out_indices=None, deploy=True, **kwargs):
+    """An mmext backbone from :data:`mmext.registry.MODELS`, eval mode, optionally fused.
+
+    ``checkpoint``: ImageNet weights in any layout mmext converts (loaded like ``init_cfg``).
+    """
+    from mmext.registry import MODELS
+    import mmext.models  # noqa: F401  (registers the backbones)
+    cls = MODELS.get(type)
+    if cls is None:
+        names = sorted(k for k, v in MODELS.module_dict.items() if hasattr(v, 'arch_settings'))
+        raise ConfigError(f'unknown backbone type {type!r}; mmext has {", ".join(names)}.')
+    cfg = dict(arch=arch, **kwargs)
+    if out_indices is not None:
+        cfg['out_indices'] = tuple(out_indices)
+    if checkpoint:
+        cfg['init_cfg'] = dict(type='Pretrained', checkpoint=str(checkpoint))
+    model = cls(**cfg)
+    if checkpoint:
+        model.init_weights()
+    model.eval()
+    if deploy and hasattr(model, 'switch_to_deploy'):
+        model.switch_to_deploy()
+    return model
+
+
+def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 480)),
+                    opset=DEFAULT_OPSET, exporter='auto', tol=1e-4, dynamic=True, check=True,
+                    model=None):
+    """Export the deploy-mode backbone to ``out`` and verify it with ONNX Runtime.
+
+    The graph is traced at the first of ``sizes`` and checked at all of them.
+
+    Args:
+        type, arch (str): the backbone, e.g. ``'SHViT', 's4'``.
+        out (str): the ``.onnx`` file.
+        checkpoint (str, optional): ImageNet weights; random weights otherwise (fine for
+            checking the graph, not for deployment).
+        sizes: ``(H, W)`` input sizes to verify (at least two different ones prove the graph
+            has dynamic height and width).
+        tol (float): largest relative error accepted.
+        check (bool): raise :class:`MmextError` when a size fails or exceeds ``tol``.
+        model (nn.Module, optional): use this (already fused) model instead of building one.
+
+    Returns:
+        dict: what :func:`export_onnx` returns plus ``errors`` (:func:`verify_onnx`) and
+        ``max_rel_err`` (over all sizes).
+    """
+    if not sizes:
+        raise ConfigError('give at least one input size to export and verify at.')
+    if model is None:
+        model = build_backbone(type, arch, checkpoint=checkpoint)
+    h, w = sizes[0]
+    info = export_onnx(model, out, (1, 3, int(h), int(w)), opset=opset, dynamic=dynamic,
+                       exporter=exporter)
+    info['errors'] = verify_onnx(model, out, sizes)
+    info['max_rel_err'] = max(e['max_rel_err'] for e in info['errors'].values())
+    info['model'] = f'{type}-{arch}'
+    if check:
+        problems = [f'{size}: {e["error"] or "relative error %.3g > %g" % (e["max_rel_err"], tol)}'
+                    for size, e in info['errors'].items()
+                    if e['error'] or not e['max_rel_err'] < tol]
+        if problems:
+            hint = ''
+            if info['tracer_warnings']:
+                hint = ('\nThe tracer froze these shapes (each one is a Python number taken from '
+                        'a tensor shape; the graph only works at the traced size):\n  ' +
+                        '\n  '.join(info['tracer_warnings']))
+            raise MmextError(f'the ONNX graph of {type}-{arch} ({out}) does not match PyTorch:\n  '
+                             + '\n  '.join(problems) + hint)
+    return info

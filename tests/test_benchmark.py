@@ -1,0 +1,125 @@
+"""The backbone benchmark: a tiny CPU run of the function and of the CLI (no timing assertions)."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from mmext.runtime import benchmark as bench
+from tests.helpers import max_rel_error, randomize_norms
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROW_KEYS = ('arch', 'source', 'mode', 'protocol', 'device', 'device_name', 'torch', 'batch',
+            'input_size', 'median_ms', 'min_ms', 'max_ms', 'img_per_s', 'status')
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_row(row):
+    for key in ROW_KEYS:
+        assert key in row, key
+    assert row['torch'] == torch.__version__
+    assert row['device_name']
+    if row['status'] == 'ok':
+        assert 0 < row['min_ms'] <= row['median_ms'] <= row['max_ms']
+        assert row['img_per_s'] > 0
+    else:
+        assert row['status'].startswith(('skipped: ', 'failed: '))
+        assert row['median_ms'] is None
+
+
+def test_run_benchmark_tiny_cpu():
+    rows = bench.run_benchmark(archs='shvit_s1', protocols=['cpu_latency_seg', 'gpu_latency_seg'],
+                               modes=['eager', 'deploy', 'cuda_graph'], tiny=True,
+                               compare_timm=False, reference=False, progress=False)
+    assert len(rows) == 6
+    for row in rows:
+        check_row(row)
+        assert row['input_size'] == '64x64' and row['batch'] == 1
+    cpu = {r['mode']: r for r in rows if r['protocol'] == 'cpu_latency_seg'}
+    assert cpu['eager']['status'] == 'ok' and cpu['deploy']['status'] == 'ok'
+    assert cpu['eager']['threads'] == 1 and cpu['eager']['iters'] == bench.TINY['iters']
+    assert cpu['deploy']['max_rel_err'] < 1e-4
+    assert cpu['cuda_graph']['status'].startswith('skipped: ')
+    gpu = [r for r in rows if r['protocol'] == 'gpu_latency_seg']
+    if not torch.cuda.is_available():
+        assert all(r['status'] == 'skipped: CUDA is not available on this machine' for r in gpu)
+    # without timm there is nothing to compare with
+    assert all(r['ratio_vs_timm'] is None for r in rows)
+
+
+def test_deploy_mode_matches_eager():
+    model = randomize_norms(bench.build_mmext(bench.ARCHS['shvit_s1']))
+    x = torch.randn(2, 3, 64, 96)
+    eager = bench.make_runner(model, 'eager', x).run()
+    deploy = bench.make_runner(model, 'deploy', x).run()
+    channels_last = bench.make_runner(model, 'channels_last', x).run()
+    assert not getattr(model, 'deploy', False)  # the caller's model is left unfused
+    assert max_rel_error(eager, deploy) < 1e-4
+    assert max_rel_error(eager, channels_last) < 1e-4
+
+
+def test_choices_and_errors():
+    assert [a.name for a in bench.resolve_archs('shvit')] == [
+        'shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4']
+    assert len(bench.resolve_archs('all')) == len(bench.ARCHS)
+    assert bench.case_settings(bench.ARCHS['shvit_s4'],
+                               bench.PROTOCOLS['gpu_throughput'])['size'] == (256, 256)
+    assert bench.case_settings(bench.ARCHS['shvit_s1'],
+                               bench.PROTOCOLS['cpu_throughput'])['batch'] == 16
+    from mmext.errors import ConfigError
+    with pytest.raises(ConfigError, match='unknown arch'):
+        bench.resolve_archs('shvit_s9')
+    with pytest.raises(ConfigError, match='unknown mode'):
+        bench.resolve_modes(['fast'])
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    pytest.importorskip('onnxruntime')
+    tool = load_tool('benchmark_backbone')
+    out = tmp_path / 'bench' / 'result.json'
+    tool.main(['--archs', 'shvit_s1', '--protocols', 'cpu_latency_seg', '--modes', 'eager',
+               'deploy', 'onnxruntime', 'cuda_graph', '--tiny', '--no-timm', '--no-reference',
+               '--out', str(out)])
+    data = json.loads(out.read_text())
+    assert data['meta']['torch'] == torch.__version__ and data['meta']['tiny'] is True
+    rows = data['rows']
+    assert [r['mode'] for r in rows] == ['eager', 'deploy', 'onnxruntime', 'cuda_graph']
+    for row in rows:
+        check_row(row)
+    ort = rows[2]
+    assert ort['status'] == 'ok', ort['status']
+    assert ort['max_rel_err'] < 1e-4 and ort['ort_threads'] == 1
+    md = out.with_suffix('.md').read_text()
+    table = [line for line in md.splitlines() if line.startswith('| ')]
+    assert len(table) == 1 + len(rows)  # header + one line per row
+    for row, line in zip(rows, table[1:]):
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert cells[:4] == [row['arch'], row['source'], row['mode'], row['protocol']]
+        assert row['torch'] in cells and row['device_name'] in cells
+    assert 'wrote' in capsys.readouterr().out
+
+
+def test_cli_user_error_exits_2(capsys):
+    from mmext.errors import run_cli
+    tool = load_tool('benchmark_backbone')
+    with pytest.raises(SystemExit) as exc:
+        run_cli(tool.main, ['--archs', 'nonexistent', '--tiny'])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith('error: unknown arch')

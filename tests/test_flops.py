@@ -1,0 +1,49 @@
+"""Params and MACs of backbones and of configs' models."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+from mmext.runtime.flops import backbone_complexity, get_flops
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_shvit_s1_matches_paper():
+    result = backbone_complexity('SHViT', 's1', 224)
+    assert result['input_shape'] == [1, 3, 224, 224]
+    # the paper's 0.241 G is the classifier: backbone + the 320 -> 1000 head
+    assert round((result['macs'] + 320 * 1000) / 1e9, 3) == 0.241
+    assert result['gmacs'] == round(result['macs'] / 1e9, 3)
+    assert 5.9 < result['mparams'] < 6.1
+
+
+def test_config_flops_runs():
+    pytest.importorskip('mmdet')
+    config = osp.join(ROOT, 'configs/retinanet/shvit_s1_fpn_1x_coco.py')
+    neck = get_flops(config=config, input_size=(128, 192))
+    backbone = backbone_complexity('SHViT', 's1', (128, 192))
+    assert neck['codebase'] == 'mmdet' and neck['input_shape'] == [1, 3, 128, 192]
+    assert neck['model'] == 'RetinaNet(SHViT-s1)' and neck['part'] == 'backbone+neck'
+    assert neck['macs'] > backbone['macs'] > 0
+    assert backbone['params'] == neck['backbone_params'] < neck['params'] < neck['model_params']
+
+
+def test_cli_backbone(capsys):
+    spec = importlib.util.spec_from_file_location('tool_get_flops',
+                                                  osp.join(ROOT, 'tools/get_flops.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--backbone', 'SHViT', '--arch', 's1', '--shape', '224'])
+    out = capsys.readouterr().out
+    assert 'GMACs:  0.241' in out and 'SHViT-s1' in out

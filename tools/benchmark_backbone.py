@@ -1,0 +1,74 @@
+"""Time backbones: GPU/CPU throughput and latency in eager, deploy, channels_last, torch.compile,
+CUDA-graph and ONNX Runtime modes (see mmext/runtime/benchmark.py for the protocols).
+
+Examples:
+
+    # the SHViT paper's GPU protocols for every backbone, default GPU modes
+    python tools/benchmark_backbone.py --out work_dirs/bench/gpu.json
+    # SHViT-S1 and S4 on the CPU (one thread), eager vs deploy vs ONNX Runtime
+    python tools/benchmark_backbone.py --archs shvit_s1 shvit_s4 --protocols cpu \
+        --modes eager deploy onnxruntime --out work_dirs/bench/cpu.json
+    # a seconds-long smoke run
+    python tools/benchmark_backbone.py --archs shvit_s1 --tiny --out /tmp/bench.json
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmext.errors import run_cli  # noqa: E402
+
+
+def main(argv=None):
+    from mmext.runtime.benchmark import ARCHS, MODES, PROTOCOLS
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--archs', nargs='+', default=['all'],
+                        help=f'archs ({", ".join(ARCHS)}), families (shvit, efficientformer, '
+                        'efficientformerv2, edgevit) or all (default)')
+    parser.add_argument('--protocols', nargs='+', default=None,
+                        help=f'{", ".join(PROTOCOLS)}, cpu, gpu or all (default: gpu with CUDA, '
+                        'else cpu)')
+    parser.add_argument('--modes', nargs='+', default=None,
+                        help=f'{", ".join(MODES)} or all (default: eager deploy channels_last '
+                        'compile cuda_graph on GPU; eager deploy onnxruntime on CPU)')
+    parser.add_argument('--out', default='work_dirs/benchmark/benchmark.json',
+                        help='JSON file to write (the markdown table goes next to it, .md)')
+    parser.add_argument('--md', default=None, help='markdown file (default: --out with .md)')
+    parser.add_argument('--warmup', type=int, default=None, help='override warm-up runs')
+    parser.add_argument('--iters', type=int, default=None, help='override timed runs')
+    parser.add_argument('--batch', type=int, default=None, help='override the batch size')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads (default 1, the protocol)')
+    amp = parser.add_mutually_exclusive_group()
+    amp.add_argument('--amp', dest='amp', action='store_true', default=None,
+                     help='fp16 autocast on every GPU protocol')
+    amp.add_argument('--no-amp', dest='amp', action='store_false',
+                     help='fp32 on every GPU protocol')
+    parser.add_argument('--compile-mode', default=None,
+                        help='torch.compile mode (default, reduce-overhead, max-autotune...)')
+    parser.add_argument('--no-timm', action='store_true', help='do not time timm models')
+    parser.add_argument('--no-reference', action='store_true', help='no ResNet-50 rows')
+    parser.add_argument('--no-check', action='store_true',
+                        help='do not compare each mode\'s outputs with eager')
+    parser.add_argument('--tiny', action='store_true',
+                        help='batch 2, 64x64, 1 warm-up, 3 runs (a smoke test)')
+    args = parser.parse_args(argv)
+
+    from mmext.runtime.benchmark import environment, run_benchmark, to_markdown, write_results
+    compile_kwargs = {'mode': args.compile_mode} if args.compile_mode else None
+    rows = run_benchmark(archs=args.archs, protocols=args.protocols, modes=args.modes,
+                         tiny=args.tiny, warmup=args.warmup, iters=args.iters,
+                         threads=args.threads, amp=args.amp, batch=args.batch,
+                         compare_timm=not args.no_timm, reference=not args.no_reference,
+                         check=not args.no_check, compile_kwargs=compile_kwargs)
+    meta = environment()
+    meta['tiny'] = args.tiny
+    json_path, md_path = write_results(rows, args.out, args.md, meta)
+    print(to_markdown(rows, meta))
+    print(f'wrote {json_path} and {md_path}')
+
+
+if __name__ == '__main__':
+    run_cli(main)

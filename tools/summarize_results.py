@@ -1,0 +1,49 @@
+"""Tabulate and plot accuracy (work_dirs test results) against backbone latency (benchmark JSON),
+with the papers' reported numbers as reference rows.
+
+Example:
+
+    python tools/summarize_results.py --work-dirs work_dirs \
+        --benchmark work_dirs/benchmark/benchmark.json --out work_dirs/summary
+
+Writes summary.md, summary.csv and summary.png into --out.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmext.errors import run_cli  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-dirs', nargs='*', default=['work_dirs'],
+                        help='folders with mmengine runs (searched recursively)')
+    parser.add_argument('--benchmark', nargs='*', default=None,
+                        help='benchmark JSON file(s) from tools/benchmark_backbone.py')
+    parser.add_argument('--out', default='work_dirs/summary', help='output folder')
+    parser.add_argument('--latency-protocol', default=None,
+                        help='benchmark protocol giving the latency (default: gpu_latency_seg, '
+                        'else cpu_latency_seg, ...)')
+    parser.add_argument('--latency-mode', default='deploy', help='benchmark mode (deploy)')
+    parser.add_argument('--all-runs', action='store_true',
+                        help='every run of each work dir, not only the latest')
+    parser.add_argument('--no-paper', action='store_true', help='leave out the paper rows')
+    parser.add_argument('--no-plot', action='store_true')
+    args = parser.parse_args(argv)
+
+    from mmext.runtime.summarize import summarize
+    result = summarize(work_dirs=args.work_dirs, benchmark=args.benchmark, out_dir=args.out,
+                       latency_protocol=args.latency_protocol, latency_mode=args.latency_mode,
+                       include_paper=not args.no_paper, latest_only=not args.all_runs,
+                       make_plot=not args.no_plot)
+    with open(result['markdown']) as f:
+        print(f.read())
+    print('wrote ' + ', '.join(p for p in (result['markdown'], result['csv'], result['png']) if p))
+
+
+if __name__ == '__main__':
+    run_cli(main)
