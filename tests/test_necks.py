@@ -38,10 +38,12 @@ def test_odd_sizes_keep_levels_consistent():
     assert sizes[3] == (26, 38) and sizes[4] == (13, 19)
 
 
-def test_with_norm_and_backward():
-    neck = TransConvFPN(CHANNELS, 8, num_trans_convs=2, num_outs=4, norm_cfg=dict(type='BN'))
+@pytest.mark.parametrize('num_outs, add_extra_convs', [(4, False), (5, False), (5, 'on_input')])
+def test_every_parameter_gets_a_gradient(num_outs, add_extra_convs):
+    neck = TransConvFPN(CHANNELS, 8, num_trans_convs=2, num_outs=num_outs,
+                        add_extra_convs=add_extra_convs, norm_cfg=dict(type='BN'))
     sum(o.mean() for o in neck(_backbone_maps(128, 128))).backward()
-    assert neck.trans_convs[0][0].weight.grad is not None
+    assert all(p.grad is not None for p in neck.parameters())
 
 
 def test_bad_arguments():

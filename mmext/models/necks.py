@@ -90,8 +90,11 @@ class TransConvFPN(BaseModule):
 
         self.lateral_convs = nn.ModuleList(_conv(c, out_channels, 1, norm_cfg=norm_cfg)
                                            for c in used)
+        # Levels past num_outs still feed the top-down pathway but get no output conv, so every
+        # parameter receives a gradient (DDP needs no find_unused_parameters).
+        num_smoothed = max(0, min(len(used), num_outs - num_trans_convs))
         self.fpn_convs = nn.ModuleList(_conv(out_channels, out_channels, 3, norm_cfg=norm_cfg)
-                                       for _ in used)
+                                       for _ in range(num_smoothed))
         self.trans_convs = nn.ModuleList(
             _conv(out_channels, out_channels, 2, 2, norm_cfg=norm_cfg, transposed=True)
             for _ in range(num_trans_convs))
