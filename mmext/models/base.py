@@ -7,7 +7,9 @@ weights through :func:`mmext.checkpoints.load_pretrained`) and :meth:`switch_to_
 
 A family defines ``arch_settings``, ``arch_keys`` (the keys a custom arch dict needs) and, in its
 ``__init__``, ``self.stem`` (the first module, frozen with stage 0) and ``self.stages`` (an
-``nn.ModuleList``, one entry per output level).
+``nn.ModuleList``, one entry per output level, each with ``downsample`` and ``blocks``). The
+shared :meth:`BaseBackbone.forward` runs them; a family overrides :meth:`forward_stage` or
+:meth:`forward_output` where its stages differ.
 """
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -93,6 +95,26 @@ class BaseBackbone(BaseModule):
         return tuple(normalised)
 
     # ----------------------------------------------------------------- running stages
+    def forward(self, x):
+        """``(N, 3, H, W)`` -> tuple of the ``out_indices`` stages' maps, finest first."""
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = self.forward_stage(stage, x)
+            if i in self.out_indices:
+                outs.append(self.forward_output(i, x))
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
+
+    def forward_stage(self, stage, x):
+        """One stage: its ``downsample`` then its ``blocks`` (checkpointed with ``with_cp``)."""
+        return self.run_blocks(stage.blocks, stage.downsample(x))
+
+    def forward_output(self, index, x):
+        """What stage ``index`` returns for its map ``x`` (families may add a norm)."""
+        return x
+
     def run_blocks(self, blocks, x):
         """Run a sequence of blocks, checkpointing each one when ``with_cp`` is set."""
         if self.with_cp and self.training and x.requires_grad:

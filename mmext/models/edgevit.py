@@ -243,16 +243,6 @@ class EdgeViT(BaseBackbone):
         self.apply(_init_linear)
         self._freeze_stages()
 
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self.run_blocks(stage.blocks, stage.downsample(x))
-            if i in self.out_indices:
-                outs.append(x)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
 
 
 def _init_linear(m):

@@ -346,21 +346,17 @@ class EfficientFormer(BaseBackbone):
             for param in norm.parameters():
                 param.requires_grad = False
 
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage.downsample(x)
-            x = self.run_blocks(stage.blocks[:stage.num_conv_blocks], x)
-            if stage.num_conv_blocks < len(stage.blocks):
-                n, c, h, w = x.shape
-                tokens = x.flatten(2).transpose(1, 2)
-                attn_blocks = [partial(block, hw=(h, w))
-                               for block in stage.blocks[stage.num_conv_blocks:]]
-                tokens = self.run_blocks(attn_blocks, tokens)
-                x = tokens.transpose(1, 2).reshape(n, c, h, w)
-            if i in self.out_indices:
-                outs.append(self.out_norms[i](x))
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+    def forward_stage(self, stage, x):
+        """Meta4D blocks on the map, then (last stage) Meta3D blocks on tokens made once."""
+        x = self.run_blocks(stage.blocks[:stage.num_conv_blocks], stage.downsample(x))
+        if stage.num_conv_blocks < len(stage.blocks):
+            n, c, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            attn_blocks = [partial(block, hw=(h, w))
+                           for block in stage.blocks[stage.num_conv_blocks:]]
+            tokens = self.run_blocks(attn_blocks, tokens)
+            x = tokens.transpose(1, 2).reshape(n, c, h, w)
+        return x
+
+    def forward_output(self, index, x):
+        return self.out_norms[index](x)

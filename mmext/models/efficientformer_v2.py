@@ -387,13 +387,3 @@ class EfficientFormerV2(BaseBackbone):
                     nn.init.trunc_normal_(conv.weight, std=0.02)
                     nn.init.zeros_(conv.bias)
 
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self.run_blocks(stage.blocks, stage.downsample(x))
-            if i in self.out_indices:
-                outs.append(x)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)

@@ -189,13 +189,3 @@ class SHViT(BaseBackbone):
         self.out_channels = [dims[i] for i in self.out_indices]
         self._freeze_stages()
 
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = self.run_blocks(stage.blocks, stage.downsample(x))
-            if i in self.out_indices:
-                outs.append(x)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
