@@ -1,4 +1,6 @@
 """Every config under configs/ loads and builds; the recipes hold the published values."""
+import copy
+import functools
 import glob
 import os.path as osp
 import re
@@ -29,6 +31,15 @@ def _id(path):
     return osp.relpath(path, CONFIG_DIR)
 
 
+@functools.lru_cache(maxsize=None)
+def _load(path):
+    return Config.fromfile(path)
+
+
+def load(path):
+    return copy.deepcopy(_load(path))
+
+
 def test_configs_found():
     assert len(DET) >= 8 and len(SEG) >= 4
     assert len(DET) + len(SEG) == len(MODEL_CONFIGS)
@@ -44,7 +55,10 @@ def test_no_imports_in_configs(path):
 
 @pytest.mark.parametrize('path', MODEL_CONFIGS, ids=_id)
 def test_config_builds(path):
-    cfg = Config.fromfile(path)
+    """The whole model builds from the config (every constructor runs) and the backbone's
+    outputs match the neck's in_channels. Built on the meta device: shapes without the cost
+    of initialising ~40 models' weights (test_detectors.py runs real ones)."""
+    cfg = load(path)
     codebase = detect_codebase(cfg)
     assert codebase in ('mmdet', 'mmseg')
     assert cfg.custom_imports == dict(imports=['mmext'], allow_failed_imports=False)
@@ -55,11 +69,11 @@ def test_config_builds(path):
     else:
         from mmseg.registry import MODELS
     from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope(codebase):
+    with DefaultScope.overwrite_default_scope(codebase), torch.device('meta'):
         model = MODELS.build(cfg.model)
-    # neck in_channels agree with what the backbone really returns
-    with torch.no_grad():
-        feats = model.backbone.eval()(torch.randn(1, 3, 64, 64))
+        # neck in_channels agree with what the backbone really returns
+        with torch.no_grad():
+            feats = model.backbone.eval()(torch.empty(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels)
     # the ImageNet checkpoint path follows checkpoints/<family>_<arch>.pth
     init_cfg = cfg.model.backbone.init_cfg
@@ -72,7 +86,7 @@ def test_config_builds(path):
 
 @pytest.mark.parametrize('path', DET, ids=_id)
 def test_detection_recipe(path):
-    cfg = Config.fromfile(path)
+    cfg = load(path)
     opt = cfg.optim_wrapper.optimizer
     assert opt.type == 'AdamW' and 'momentum' not in opt
     if _shared_recipe(path):
@@ -90,7 +104,7 @@ def test_detection_recipe(path):
 
 @pytest.mark.parametrize('path', SEG, ids=_id)
 def test_semfpn_recipe(path):
-    cfg = Config.fromfile(path)
+    cfg = load(path)
     opt = cfg.optim_wrapper.optimizer
     assert opt.type == 'AdamW' and 'momentum' not in opt
     if _shared_recipe(path):

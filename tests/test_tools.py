@@ -16,6 +16,7 @@ from .runtime_helpers import (REPO_ROOT, config_path, det_overrides, seg_overrid
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
+DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
 
 
 def run(cmd, env, cwd=REPO_ROOT, timeout=900):
@@ -39,6 +40,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_torchrun(cmd, env, attempts=3):
+    """Run a dist_*.sh command on a fresh port; retry when another process took the port
+    between our probe and torchrun's bind."""
+    for _ in range(attempts):
+        proc = run(cmd, dict(env, PORT=str(free_port())))
+        if proc.returncode == 0 or not any(
+                s in proc.output for s in ('EADDRINUSE', 'Address already in use')):
+            break
+    return proc
 
 
 def test_mmdet_train_resume_test(tmp_path, coco_demo, subprocess_env):
@@ -80,16 +92,16 @@ def test_mmseg_train_test(tmp_path, ade_demo, subprocess_env):
     assert 'mIoU' in out and 'mmext: test metrics' in out
 
 
-def test_dist_train_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
-    """dist_train.sh: torchrun, 2 processes, gloo (no CUDA here), one checkpoint."""
+def test_dist_train_test_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
+    """dist_train.sh / dist_test.sh: torchrun, 2 processes, gloo (no CUDA here)."""
     if torch.cuda.is_available():
         pytest.skip('checks the CPU (gloo) path')
     cfg = write_config(tmp_path / 'retinanet_tiny.py',
                        config_path('retinanet/shvit_s1_fpn_1x_coco.py'),
                        det_overrides(coco_demo, 'retinanet', max_epochs=1, batch_size=1))
     work_dir = str(tmp_path / 'work')
-    env = dict(subprocess_env, PORT=str(free_port()))
-    out = check_ok(run(['bash', DIST_TRAIN, cfg, '2', '--work-dir', work_dir], env))
+    env = subprocess_env
+    out = check_ok(run_torchrun(['bash', DIST_TRAIN, cfg, '2', '--work-dir', work_dir], env))
     # rank 0 logs the world size; DDP's gradient all-reduce needs both ranks at every step,
     # so finishing the epoch means both trained
     assert 'Distributed training: True' in out
@@ -99,6 +111,11 @@ def test_dist_train_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
     assert [osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth'))] == ['epoch_1.pth']
     meta = read_meta(osp.join(work_dir, 'epoch_1.pth'))
     assert meta['epoch'] == 1
+
+    out = check_ok(run_torchrun(['bash', DIST_TEST, cfg, osp.join(work_dir, 'epoch_1.pth'),
+                                 '2', '--work-dir', work_dir], env))
+    assert 'GPU number: 2' in out
+    assert 'coco/bbox_mAP' in out and out.count('mmext: test metrics') == 1  # rank 0 only
 
 
 @pytest.mark.parametrize('tool, config, hint', [

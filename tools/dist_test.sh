@@ -14,8 +14,11 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# the repository's virtual environment when there is one (make install), else python on PATH
+if [ -z "$PYTHON" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=$(command -v python || command -v python3); fi
+fi
 
 PYTHONPATH="$ROOT":$PYTHONPATH \
 exec "$PYTHON" -m torch.distributed.run \

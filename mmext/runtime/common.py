@@ -2,7 +2,6 @@
 registering the right library, checking that the data is there, adapting to CPU-only machines,
 building the runner and reporting metrics."""
 import copy
-import logging
 import os.path as osp
 
 import torch
@@ -114,17 +113,31 @@ def adapt_to_device(cfg, launcher='none'):
 
 def init_cpu_distributed(cfg):
     """mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which a CPU-only torch lacks;
-    start the process group (gloo, from torchrun's env vars) ourselves so the runner finds it."""
+    start the process group (gloo, from torchrun's env vars) ourselves so the runner finds it.
+
+    Returns True when this function started the group (see :func:`finish_distributed`)."""
     if torch.cuda.is_available() or cfg.get('launcher', 'none') != 'pytorch':
-        return
+        return False
     import torch.distributed as dist
-    if dist.is_available() and not dist.is_initialized():
-        import datetime
-        kwargs = {}
-        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
-        if timeout is not None:
-            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
-        dist.init_process_group(backend='gloo', **kwargs)
+    if not dist.is_available() or dist.is_initialized():
+        return False
+    import datetime
+    kwargs = {}
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+    if timeout is not None:
+        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+    dist.init_process_group(backend='gloo', **kwargs)
+    return True
+
+
+def finish_distributed():
+    """Wait for every rank, then tear down the process group we started: a gloo group left to
+    the interpreter's exit can abort the process ('terminate called without an active
+    exception') after the work is done."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # -------------------------------------------------------------------------------- data checks
@@ -255,12 +268,23 @@ def check_datasets(cfg, splits):
 
 # ---------------------------------------------------------------------------- runner and hooks
 def build_runner(cfg):
+    """The runner for ``cfg``; ``runner.mmext_owns_dist`` tells whether mmext started the
+    process group (then :func:`run_and_finish` tears it down)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    init_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    owns_dist = init_cpu_distributed(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.mmext_owns_dist = owns_dist
+    return runner
+
+
+def run_and_finish(runner, method):
+    """``runner.train()`` or ``runner.test()``, then the process-group teardown if ours."""
+    try:
+        return getattr(runner, method)()
+    finally:
+        if getattr(runner, 'mmext_owns_dist', False):
+            finish_distributed()
 
 
 class MetricsRecorder(Hook):
@@ -315,21 +339,18 @@ def format_metrics(metrics, title='metrics'):
     return '\n'.join(lines)
 
 
-def headline_metrics(metrics):
-    """The numbers people quote: bbox/segm AP (mmdet) or mIoU (mmseg)."""
-    keys = ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP_50',
-            'mIoU', 'aAcc', 'mAcc')
-    return {k: metrics[k] for k in keys if k in metrics}
+_HEADLINE_NAMES = {'coco/bbox_mAP': 'bbox AP', 'coco/segm_mAP': 'segm AP', 'mIoU': 'mIoU'}
 
 
-def print_metrics(metrics, title):
-    from mmengine.dist import is_main_process
-    if is_main_process():
-        print(format_metrics(metrics, title), flush=True)
-
-
-def quiet_warnings():
-    """Silence third-party deprecation chatter that hides the training log."""
-    import warnings
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-    logging.getLogger('py.warnings').setLevel(logging.ERROR)
+def print_metrics(metrics, title, rank=None):
+    """Print every metric, then a one-line summary (bbox/segm AP or mIoU); rank 0 only
+    (``rank``: the runner's, which stays right after the process group is gone)."""
+    from mmengine.dist import get_rank
+    if (get_rank() if rank is None else rank) != 0:
+        return
+    print(format_metrics(metrics, title), flush=True)
+    summary = [f'{name} {metrics[key]:.4f}' if isinstance(metrics[key], float)
+               else f'{name} {metrics[key]}'
+               for key, name in _HEADLINE_NAMES.items() if key in (metrics or {})]
+    if summary:
+        print('mmext: ' + ', '.join(summary), flush=True)

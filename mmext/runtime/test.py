@@ -4,7 +4,7 @@ import os.path as osp
 from mmext.errors import CheckpointError
 from mmext.runtime.common import (FuseBackboneHook, MetricsRecorder, adapt_to_device,
                                   build_runner, check_datasets, detect_codebase, load_config,
-                                  print_metrics, register_codebase, set_work_dir)
+                                  print_metrics, register_codebase, run_and_finish, set_work_dir)
 
 
 def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', fuse=False):
@@ -42,8 +42,8 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
     runner.register_hook(recorder)
     if fuse:
         runner.register_hook(FuseBackboneHook())
-    metrics = runner.test() or recorder.metrics
-    print_metrics(metrics, f'mmext: test metrics of {checkpoint}')
+    metrics = run_and_finish(runner, 'test') or recorder.metrics
+    print_metrics(metrics, f'mmext: test metrics of {checkpoint}', rank=runner.rank)
     return dict(metrics)
 
 

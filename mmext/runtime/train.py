@@ -70,6 +70,7 @@ def train(config, work_dir=None, cfg_options=None, resume=False, launcher='none'
     runner = build_runner(cfg)
     recorder = MetricsRecorder()
     runner.register_hook(recorder)
-    runner.train()
-    print_metrics(recorder.metrics, f'mmext: last validation metrics (work dir {cfg.work_dir})')
+    run_and_finish(runner, 'train')
+    print_metrics(recorder.metrics, f'mmext: last validation metrics (work dir {cfg.work_dir})',
+                  rank=runner.rank)
     return recorder.metrics

@@ -1,0 +1,80 @@
+"""mmext.runtime without running anything: config preparation, CPU adaptation, data checks."""
+import pytest
+import torch
+
+from mmext.errors import CheckpointError, ConfigError, DatasetNotFoundError
+from mmext.runtime.common import adapt_to_device, check_datasets, detect_codebase, load_config
+from mmext.runtime.train import prepare_train_cfg
+
+from .runtime_helpers import config_path, det_overrides, seg_overrides
+
+MASK_RCNN = config_path('mask_rcnn/shvit_s1_fpn_1x_coco.py')
+SEMFPN = config_path('semfpn/shvit_s1_fpn_40k_ade20k.py')
+
+
+def test_detect_codebase():
+    assert detect_codebase(load_config(MASK_RCNN)) == 'mmdet'
+    assert detect_codebase(load_config(SEMFPN)) == 'mmseg'
+    cfg = load_config(SEMFPN)
+    cfg.pop('default_scope')
+    assert detect_codebase(cfg) == 'mmseg'  # from the model type
+
+
+def test_missing_config_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match='does not exist'):
+        load_config(tmp_path / 'nope.py')
+
+
+@pytest.mark.parametrize('resume, expected', [
+    (False, (False, None)), ('auto', (True, None)), (True, (True, None)),
+    ('work/epoch_3.pth', (True, 'work/epoch_3.pth'))])
+def test_resume_settings(tmp_path, resume, expected):
+    cfg, codebase = prepare_train_cfg(MASK_RCNN, work_dir=str(tmp_path), resume=resume)
+    assert codebase == 'mmdet' and cfg.work_dir == str(tmp_path)
+    assert (bool(cfg.get('resume')), cfg.get('load_from')) == expected
+
+
+def test_cfg_options_and_default_work_dir():
+    cfg, _ = prepare_train_cfg(MASK_RCNN, cfg_options={'train_cfg.max_epochs': 3})
+    assert cfg.train_cfg.max_epochs == 3
+    assert cfg.work_dir.endswith('work_dirs/shvit_s1_fpn_1x_coco')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_amp_needs_a_gpu():
+    with pytest.raises(ConfigError, match='--amp'):
+        prepare_train_cfg(MASK_RCNN, amp=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_cpu_adaptation():
+    cfg = load_config(SEMFPN)
+    assert 'SyncBN' in str(cfg.model)  # mmseg's heads use SyncBN
+    adapt_to_device(cfg, 'pytorch')
+    assert cfg.launcher == 'pytorch'
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert 'SyncBN' not in str(cfg.model)
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.device_ids is None
+
+
+def test_check_datasets(coco_demo, ade_demo, tmp_path):
+    cfg = load_config(MASK_RCNN, det_overrides(coco_demo))
+    check_datasets(cfg, ['train', 'val', 'test'])
+    check_datasets(load_config(SEMFPN, seg_overrides(ade_demo)), ['train', 'val'])
+
+    cfg.train_dataloader.dataset.ann_file = 'annotations/missing.json'
+    with pytest.raises(DatasetNotFoundError, match='missing.json') as info:
+        check_datasets(cfg, ['train'])
+    assert isinstance(info.value, FileNotFoundError)
+    assert 'make demo' in str(info.value) and 'cocodataset.org' in str(info.value)
+
+    cfg = load_config(SEMFPN, {'val_dataloader.dataset.data_prefix.seg_map_path': 'nothing'})
+    with pytest.raises(DatasetNotFoundError, match='ADEChallengeData2016'):
+        check_datasets(cfg, ['val'])
+
+
+def test_test_needs_an_existing_checkpoint(tmp_path):
+    from mmext.runtime import test
+    with pytest.raises(CheckpointError, match='does not exist'):
+        test(MASK_RCNN, str(tmp_path / 'missing.pth'), work_dir=str(tmp_path))
