@@ -30,9 +30,10 @@ def prepare_root(root, params, expected_files, subdirs):
     if stamp == params and all(osp.isfile(osp.join(root, f)) for f in expected_files):
         return False
     if stamp is None:
-        leftovers = [d for d in subdirs if osp.isdir(osp.join(root, d)) and os.listdir(osp.join(root, d))]
-        # A partial run of ours leaves no stamp either; its files are only ours if the
-        # folders look like ours (all regular files with our names), so stay safe: refuse.
+        leftovers = [d for d in subdirs
+                     if osp.isdir(osp.join(root, d)) and os.listdir(osp.join(root, d))]
+        # An interrupted run of ours leaves no stamp but a '.partial' marker; without either,
+        # the files are someone else's: refuse rather than delete them.
         if leftovers and not osp.isfile(osp.join(root, STAMP + '.partial')):
             raise FileExistsError(
                 f'{root} already holds {leftovers} that were not written by mmext.demo; '

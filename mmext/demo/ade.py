@@ -2,8 +2,10 @@
 
 Layout (what mmseg's ``ADE20KDataset`` reads)::
 
-    root/images/training/ADE_train_00000001.jpg      root/annotations/training/ADE_train_00000001.png
-    root/images/validation/ADE_val_00000001.jpg      root/annotations/validation/ADE_val_00000001.png
+    root/images/training/ADE_train_00000001.jpg
+    root/annotations/training/ADE_train_00000001.png
+    root/images/validation/ADE_val_00000001.jpg
+    root/annotations/validation/ADE_val_00000001.png
 
 The label PNGs use ADE20K's own values: 0 = unlabelled (ignored, as ``reduce_zero_label=True``
 turns it into 255) and ``k + 1`` for ADE20K class index ``k``. The scene background is
