@@ -11,7 +11,7 @@ torch >= 2.6 loads checkpoints with ``weights_only=True`` by default. mmengine 0
 * it replaces mmengine's loader of local files with one that passes ``weights_only=True``
   explicitly and turns a refusal into a :class:`~mmext.errors.CheckpointError` that says why.
 
-Nothing here ever loads with ``weights_only=False``: a file that needs any other type is refused.
+Nothing here ever switches the weights-only safety off: a file that needs any other type is refused.
 
 It also makes mmengine's config loading parse the installed packages' metafiles once per process
 instead of once per ``mmdet::``/``mmseg::`` base (about 3 s per config otherwise).
