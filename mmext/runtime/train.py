@@ -2,7 +2,7 @@
 from mmext.errors import ConfigError
 from mmext.runtime.common import (MetricsRecorder, adapt_to_device, build_runner,
                                   check_datasets, detect_codebase, load_config, print_metrics,
-                                  register_codebase, set_work_dir)
+                                  register_codebase, run_and_finish, set_work_dir)
 
 
 def _set_resume(cfg, resume):
