@@ -14,7 +14,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction  # noqa: E402
 
-from mmext.errors import MmextError  # noqa: E402
+from mmext.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,15 +38,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        from mmext.runtime import test
-        test(args.config, args.checkpoint, work_dir=args.work_dir,
-             cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse)
-    except MmextError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    from mmext.runtime import test
+    test(args.config, args.checkpoint, work_dir=args.work_dir,
+         cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

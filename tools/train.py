@@ -15,7 +15,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction  # noqa: E402
 
-from mmext.errors import MmextError  # noqa: E402
+from mmext.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -42,16 +42,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        from mmext.runtime import train
-        train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-              resume=args.resume if args.resume is not None else False,
-              launcher=args.launcher, amp=args.amp, auto_scale_lr=args.auto_scale_lr)
-    except MmextError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    from mmext.runtime import train
+    train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+          resume=args.resume if args.resume is not None else False,
+          launcher=args.launcher, amp=args.amp, auto_scale_lr=args.auto_scale_lr)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))
