@@ -285,7 +285,8 @@ def test_drop_path_only_in_training():
     assert max_rel_error(a, c) > 1e-3
 
 
-@pytest.mark.parametrize('arch, size', [('l1', (224, 224)), (TINY, (800, 1216))])
+@pytest.mark.parametrize('arch, size', [('l1', (224, 224)), (TINY, (800, 1216)),
+                                        (TINY, (97, 131))])
 def test_switch_to_deploy_equals_eval(l1, arch, size):
     model = l1 if arch == 'l1' else randomize(EfficientFormer(arch, out_norm=True)).eval()
     x = torch.randn(1, 3, *size)
@@ -293,7 +294,11 @@ def test_switch_to_deploy_equals_eval(l1, arch, size):
         ref = model(x)
         fused = copy.deepcopy(model).switch_to_deploy()
         out = fused(x)
+    left = {type(m).__name__ for m in fused.modules()}
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    # pooling + residual + layer scale became one window-sum conv; scales folded away
+    assert not left & {'Pooling', 'AvgPool2d', 'LayerScale'} and 'PoolingResidual' in left
+    assert all(not m.elementwise_affine for m in fused.modules() if isinstance(m, nn.LayerNorm))
     assert max_rel_error(ref, out) < 1e-5
 
 

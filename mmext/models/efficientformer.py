@@ -25,8 +25,10 @@ the authors' at 224. The parameter stays the 7x7 table; the per-grid bias is com
 time and, in inference, cached per grid size (see :class:`AttentionBiasTable`).
 
 Folding: :meth:`switch_to_deploy` folds every BatchNorm (stem, downsampling, Meta4D MLPs) into its
-conv. The Meta3D blocks use LayerNorm and the optional output norms are GroupNorm; their
-statistics are computed from each input, so they cannot be folded into a neighbouring layer.
+conv and every layer scale into the conv/linear before it; the pooling mixer with its residual and
+layer scale becomes one depthwise window-sum conv (:class:`PoolingResidual`), and the Meta3D
+LayerNorms' affine parts fold into the linears after them. LayerNorm/GroupNorm statistics come from
+each input, so those normalisations themselves stay.
 """
 from collections import OrderedDict
 from functools import partial
@@ -36,7 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmext.models.base import BaseBackbone
-from mmext.models.layers import ConvBN, LayerScale, drop_path
+from mmext.models.layers import (ConvBN, LayerScale, drop_path, fold_layer_norm_affine,
+                                 fold_output_scale)
 from mmext.registry import MODELS
 
 
@@ -183,6 +186,32 @@ class Pooling(nn.Module):
         return self.pool(x) - x
 
 
+class PoolingResidual(nn.Module):
+    """Deploy form of ``x + gamma * (AvgPool_kxk(x) - x)``: ``(1 - gamma) x + gamma S(x) / count``.
+
+    ``S`` is the window sum, a depthwise conv with ``gamma``-filled kernels (one pass over the map;
+    CPU average pooling on NCHW maps is several times slower), and ``count`` the number of pixels of
+    each window inside the map (what ``count_include_pad=False`` divides by), computed from the
+    map's size so any input size (and ONNX's dynamic axes) works.
+
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
+    """
+
+    def __init__(self, gamma, pool_size=3):
+        super().__init__()
+        self.pool_size = pool_size
+        self.register_buffer('weight', gamma.detach().clone().view(-1, 1, 1, 1).repeat(
+            1, 1, pool_size, pool_size))
+        self.register_buffer('keep', (1 - gamma.detach()).view(1, -1, 1, 1).clone())
+
+    def forward(self, x):
+        pad = self.pool_size // 2
+        window_sum = F.conv2d(x, self.weight.to(x.dtype), None, 1, pad, 1, x.shape[1])
+        ones = x.new_ones(1, 1, self.pool_size, self.pool_size)
+        count = F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), ones, None, 1, pad)
+        return torch.addcmul(x * self.keep.to(x.dtype), window_sum, count.reciprocal())
+
+
 class ConvMlp(nn.Module):
     """``1x1 Conv-BN -> GELU -> 1x1 Conv-BN``; both BNs fold into their convs.
 
@@ -228,8 +257,22 @@ class Meta4D(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x):
-        x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
+        if isinstance(self.token_mixer, PoolingResidual):  # deploy: residual and scale inside
+            x = self.token_mixer(x)
+        else:
+            x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
         return x + drop_path(self.ls2(self.mlp(x)), self.drop_path_rate, self.training)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        if isinstance(self.token_mixer, Pooling):
+            self.token_mixer = PoolingResidual(self.ls1.gamma,
+                                               self.token_mixer.pool.kernel_size)
+            self.ls1 = nn.Identity()
+        if isinstance(self.ls2, LayerScale):
+            self.mlp.fc2.switch_to_deploy()
+            fold_output_scale(self.mlp.fc2.conv, self.ls2.gamma)
+            self.ls2 = nn.Identity()
 
 
 class Meta3D(nn.Module):
@@ -254,6 +297,17 @@ class Meta3D(nn.Module):
                           self.training)
         return x + drop_path(self.ls2(self.mlp(self.norm2(x))), self.drop_path_rate,
                              self.training)
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Fold the layer scales into ``proj``/``fc2`` and the norms' affine parts into
+        ``qkv``/``fc1``."""
+        if isinstance(self.ls1, LayerScale):
+            fold_output_scale(self.token_mixer.proj, self.ls1.gamma)
+            fold_output_scale(self.mlp.fc2, self.ls2.gamma)
+            self.ls1 = self.ls2 = nn.Identity()
+        self.norm1 = fold_layer_norm_affine(self.norm1, [self.token_mixer.qkv])
+        self.norm2 = fold_layer_norm_affine(self.norm2, [self.mlp.fc1])
 
 
 class EfficientFormerStage(nn.Module):

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone
 from mmext.models.efficientformer import AttentionBiasTable, ConvMlp
-from mmext.models.layers import ConvBN, LayerScale, drop_path
+from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale
 from mmext.registry import MODELS
 
 
@@ -232,14 +232,6 @@ class Downsample(nn.Module):
         return out
 
 
-@torch.no_grad()
-def _fold_layer_scale(conv_bn, gamma):
-    """Fold ``gamma * ConvBN(x)`` into the conv (BN folded first). Per output channel."""
-    conv_bn.switch_to_deploy()
-    conv_bn.conv.weight.mul_(gamma.view(-1, 1, 1, 1))
-    conv_bn.conv.bias.mul_(gamma)
-
-
 class EfficientFormerV2Block(nn.Module):
     """``x + LS1(Attention4D(x))`` (when ``use_attn``), then ``x + LS2(ConvFFN(x))``.
 
@@ -266,10 +258,12 @@ class EfficientFormerV2Block(nn.Module):
     @torch.no_grad()
     def switch_to_deploy(self):
         if isinstance(self.ls1, LayerScale):
-            _fold_layer_scale(self.token_mixer.proj, self.ls1.gamma)
+            self.token_mixer.proj.switch_to_deploy()
+            fold_output_scale(self.token_mixer.proj.conv, self.ls1.gamma)
             self.ls1 = nn.Identity()
         if isinstance(self.ls2, LayerScale):
-            _fold_layer_scale(self.mlp.fc2, self.ls2.gamma)
+            self.mlp.fc2.switch_to_deploy()
+            fold_output_scale(self.mlp.fc2.conv, self.ls2.gamma)
             self.ls2 = nn.Identity()
 
 

@@ -7,6 +7,8 @@ single convolution or linear layer that gives the same outputs (up to float roun
 * :class:`BNLinear`         ``BN -> Linear`` (or ``BN -> 1x1 conv``) -> one ``Linear`` / ``Conv2d``
 * :class:`ResidualConvBN`   ``x + BN(DWConv(x))``                 -> one depthwise ``Conv2d``
 * :class:`Residual`         ``x + drop_path(m(x))``; folding happens in ``m``
+* :func:`fold_output_scale` / :func:`fold_layer_norm_affine`: LayerScale and LayerNorm affine parts
+  folded into the conv/linear next to them
 
 ``switch_to_deploy`` is idempotent; backbones call it on every submodule, children first.
 BatchNorm here means any ``torch.nn.modules.batchnorm._BatchNorm``, SyncBatchNorm included, so a
@@ -66,6 +68,33 @@ def fuse_bn_linear(bn, linear):
     fused.weight.copy_((weight * scale[None, :]).view_as(fused.weight))
     fused.bias.copy_(bias + weight @ shift)
     return fused
+
+
+@torch.no_grad()
+def fold_output_scale(layer, gamma):
+    """Fold ``gamma * layer(x)`` (a per-output-channel scale, e.g. LayerScale) into ``layer``.
+
+    ``layer`` is a ``Conv2d`` or ``Linear``; its weight rows and bias are scaled in place.
+    """
+    layer.weight.mul_(gamma.view(-1, *([1] * (layer.weight.ndim - 1))))
+    if layer.bias is not None:
+        layer.bias.mul_(gamma)
+
+
+@torch.no_grad()
+def fold_layer_norm_affine(norm, linears):
+    """Fold a ``LayerNorm``'s affine part into the ``Linear`` layers that read its output.
+
+    ``Linear(LN(x)) = (W * g) norm(x) + (W b + c)``; returns a ``LayerNorm`` without affine part
+    (same ``eps``) to replace ``norm``. The linears are changed in place and need a bias.
+    """
+    if not norm.elementwise_affine:
+        return norm
+    for linear in linears:
+        if norm.bias is not None:
+            linear.bias.add_(linear.weight @ norm.bias)
+        linear.weight.mul_(norm.weight[None, :])
+    return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
 
 
 class ConvBN(nn.Module):
