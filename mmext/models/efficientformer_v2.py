@@ -127,11 +127,12 @@ class Attention4D(AttentionBiasTable):
         k = self.k(x).reshape(n, self.num_heads, self.key_dim, tokens)
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.reshape(n, self.num_heads, self.value_dim, tokens).transpose(2, 3)
+        v = v.reshape(n, self.num_heads, self.value_dim, tokens)  # a view of the map
         bias = self.attention_bias((h, w), dtype=q.dtype)  # (heads, hw, hw)
         scores = torch.add(bias, q @ k, alpha=self.scale)  # (N, heads, hw, hw)
         attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
-        out = (attn @ v).transpose(2, 3).reshape(n, -1, h, w) + v_local
+        # (v attn^T) is (N, heads, value_dim, hw): already the map's layout, so no transpose copy
+        out = (v @ attn.transpose(2, 3)).reshape(n, -1, h, w) + v_local
         if self.stride_conv is not None:
             out = F.interpolate(out, scale_factor=self.stride, mode='bilinear',
                                 align_corners=False)
