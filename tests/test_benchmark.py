@@ -75,6 +75,16 @@ def test_deploy_mode_matches_eager():
     assert max_rel_error(eager, channels_last) < 1e-4
 
 
+def test_measure_latency_leaves_the_callers_model_alone():
+    model = bench.build_mmext(bench.ARCHS['shvit_s1']).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ms = bench.measure_latency(model, (1, 3, 64, 64), warmup=1, iters=2)
+    assert ms > 0 and torch.get_num_threads() == 1
+    assert model.training and not getattr(model, 'deploy', False)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_choices_and_errors():
     assert [a.name for a in bench.resolve_archs('shvit')] == [
         'shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4']
@@ -83,6 +93,10 @@ def test_choices_and_errors():
                                bench.PROTOCOLS['gpu_throughput'])['size'] == (256, 256)
     assert bench.case_settings(bench.ARCHS['shvit_s1'],
                                bench.PROTOCOLS['cpu_throughput'])['batch'] == 16
+    det = bench.case_settings(bench.ARCHS['edgevit_xxs'], bench.PROTOCOLS['cpu_latency_det'])
+    assert det['size'] == (800, 1344) and det['batch'] == 1 and det['threads'] == 1
+    assert {p.name for p in bench.resolve_protocols('cpu')} == {
+        'cpu_throughput', 'cpu_latency_seg', 'cpu_latency_det'}
     from mmext.errors import ConfigError
     with pytest.raises(ConfigError, match='unknown arch'):
         bench.resolve_archs('shvit_s9')

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone
-from mmext.models.efficientformer import AttentionBiasTable, ConvMlp
+from mmext.models.efficientformer import AttentionBiasTable, ConvMlp, attention_with_bias
 from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale
 from mmext.registry import MODELS
 
@@ -129,7 +129,7 @@ class Attention4D(AttentionBiasTable):
         v_local = self.v_local(v)
         v = v.reshape(n, self.num_heads, self.value_dim, tokens)  # a view of the map
         bias = self.attention_bias((h, w), dtype=q.dtype)  # (heads, hw, hw)
-        scores = torch.add(bias, q @ k, alpha=self.scale)  # (N, heads, hw, hw)
+        scores = ((q * self.scale) @ k).add_(bias)  # (N, heads, hw, hw)
         attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
         # (v attn^T) is (N, heads, value_dim, hw): already the map's layout, so no transpose copy
         out = (v @ attn.transpose(2, 3)).reshape(n, -1, h, w) + v_local
@@ -177,7 +177,7 @@ class Attention4DDownsample(AttentionBiasTable):
     ``q`` from :class:`LocalGlobalQuery`, ``k, v`` 1x1 Conv-BNs of the input;
     ``out = softmax(q k^T / sqrt(key_dim) + bias) v + v_local`` with ``v_local`` a 3x3 stride-2
     depthwise Conv-BN of ``v``; then ``GELU -> 1x1 Conv-BN`` to ``out_dim``. No talking heads,
-    so it runs as one ``scaled_dot_product_attention`` with the bias as ``attn_mask``.
+    so it runs as :func:`~mmext.models.efficientformer.attention_with_bias`.
 
     Args:
         resolution (int): side of the key grid the bias table was learned on (14 at 224).
@@ -209,7 +209,7 @@ class Attention4DDownsample(AttentionBiasTable):
         v_local = self.v_local(v)
         v = v.reshape(n, self.num_heads, self.value_dim, h * w).transpose(2, 3)
         bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = attention_with_bias(q, k, v, bias, self.scale)
         out = out.transpose(2, 3).reshape(n, -1, hq, wq) + v_local
         return self.proj(self.act(out))
 

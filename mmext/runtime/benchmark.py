@@ -13,6 +13,7 @@ gpu_latency_det    cuda    1      800x1344     fp32, detection input
 gpu_latency_seg    cuda    1      512x512      fp32, segmentation input
 cpu_throughput     cpu     16     224 (S4 256) one thread (the SHViT paper's CPU protocol)
 cpu_latency_seg    cpu     1      512x512      one thread
+cpu_latency_det    cpu     1      800x1344     one thread, detection input
 =================  ======  =====  ===========  ======================================================
 
 Modes (:data:`MODES`): ``eager`` (the model as built), ``deploy`` (BatchNorms folded by
@@ -115,6 +116,8 @@ PROTOCOLS = {p.name: p for p in [
              description='CPU, 1 thread, batch 16, 224 (SHViT-S4: 256)'),
     Protocol('cpu_latency_seg', 'cpu', 'latency', 1, (512, 512), threads=1, warmup=3, iters=20,
              description='CPU, 1 thread, batch 1, 512x512'),
+    Protocol('cpu_latency_det', 'cpu', 'latency', 1, (800, 1344), threads=1, warmup=2, iters=10,
+             description='CPU, 1 thread, batch 1, 800x1344'),
 ]}
 
 MODES = ('eager', 'deploy', 'channels_last', 'compile', 'cuda_graph', 'onnxruntime')
@@ -334,16 +337,14 @@ class Runner:
 def make_runner(model, mode, x, amp=False, threads=None, compile_kwargs=None, tmp_dir=None):
     """Prepare ``model`` (eval mode, on ``x``'s device) for ``mode``; see the module docstring.
 
-    ``model`` is not changed (a copy is fused).
+    ``model`` is left as it was (a copy is moved, put in eval mode and fused).
     """
     device = x.device.type
     if mode not in MODES:
         raise ConfigError(f'unknown mode {mode!r}; choose from {", ".join(MODES)}')
-    model = model.to(x.device).eval()
-    if mode != 'eager':
-        model = copy.deepcopy(model)
-        if hasattr(model, 'switch_to_deploy'):
-            model.switch_to_deploy()
+    model = copy.deepcopy(model).to(x.device).eval()
+    if mode != 'eager' and hasattr(model, 'switch_to_deploy'):
+        model.switch_to_deploy()
     if mode == 'onnxruntime':
         return _ort_runner(model, x, threads, tmp_dir)
     if mode == 'channels_last':
@@ -440,6 +441,22 @@ def time_runner(run, device, warmup, iters):
             run()
             times.append((time.perf_counter() - start) * 1000.0)
     return times
+
+
+def measure_latency(model, input_shape=(1, 3, 224, 224), mode='deploy', warmup=5, iters=20,
+                    threads=1):
+    """Median CPU forward time of ``model`` on a random input in ``mode``, in milliseconds.
+
+    The caller's model is not changed (see :func:`make_runner`); ``threads`` is the torch (and
+    ONNX Runtime) thread count during the measurement.
+    """
+    x = torch.randn(*input_shape)
+    with _threads(threads):
+        runner = make_runner(model, mode, x, threads=threads)
+        try:
+            return statistics.median(time_runner(runner.run, 'cpu', warmup, iters))
+        finally:
+            runner.close()
 
 
 def max_rel_err(ref, out):

@@ -141,7 +141,7 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     milliseconds, the paths written and the wall time.
     """
     from mmext.demo import make_coco_demo
-    from mmext.runtime.latency import measure_latency
+    from mmext.runtime.benchmark import measure_latency
 
     opts = dict(DEMO_SETTINGS, **settings)
     start = time.time()
@@ -180,7 +180,7 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     print(format_metrics({k: v for k, v in metrics.items() if k.startswith('coco/')},
                          'mmext demo: COCO metrics on the validation images'))
     print(f'mmext demo: bbox AP = {bbox:.3f}   segm AP = {segm:.3f}')
-    print(f'mmext demo: SHViT-S4 backbone CPU latency (fused, input {shape}): '
+    print(f'mmext demo: SHViT-S4 backbone CPU latency (fused, 1 thread, input {shape}): '
           f'{latency_ms:.1f} ms')
     print(f'mmext demo: outputs: data {data["data_root"]}, logs and checkpoint '
           f'{osp.abspath(cfg.work_dir)} ({time.time() - start:.0f} s in all, '

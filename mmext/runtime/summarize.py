@@ -57,8 +57,8 @@ TASK_DIRS = {'retinanet': 'RetinaNet', 'mask_rcnn': 'Mask R-CNN', 'maskrcnn': 'M
              'semfpn': 'Semantic FPN', 'sem_fpn': 'Semantic FPN'}
 FAMILY_NAMES = {'shvit': 'SHViT', 'efficientformer': 'EfficientFormer',
                 'efficientformerv2': 'EfficientFormerV2', 'edgevit': 'EdgeViT'}
-LATENCY_PROTOCOLS = ('gpu_latency_seg', 'cpu_latency_seg', 'gpu_latency_det', 'gpu_throughput',
-                     'cpu_throughput')
+LATENCY_PROTOCOLS = ('gpu_latency_seg', 'cpu_latency_seg', 'gpu_latency_det', 'cpu_latency_det',
+                     'gpu_throughput', 'cpu_throughput')
 COLUMNS = ['source', 'model', 'task', 'dataset', 'bbox_mAP', 'segm_mAP', 'mIoU', 'latency_ms',
            'latency_setting', 'split', 'work_dir', 'timestamp', 'reference']
 COLUMN_TITLES = dict(source='source', model='model', task='task', dataset='dataset',
