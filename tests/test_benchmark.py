@@ -75,6 +75,19 @@ def test_deploy_mode_matches_eager():
     assert max_rel_error(eager, channels_last) < 1e-4
 
 
+def test_rounds_interleave_and_pool_the_modes():
+    rows = bench.run_benchmark(archs='shvit_s1', protocols='cpu_latency_seg',
+                               modes=['eager', 'deploy', 'cuda_graph'], tiny=True, rounds=2,
+                               compare_timm=False, reference=False, progress=False)
+    ok = [r for r in rows if r['status'] == 'ok']
+    assert [r['mode'] for r in ok] == ['eager', 'deploy']
+    for row in ok:
+        check_row(row)
+        assert row['rounds'] == 2 and row['iters'] == bench.TINY['iters']
+        assert len(row['times_ms']) == 2 * bench.TINY['iters']
+    assert rows[2]['status'].startswith('skipped: ') and 'rounds' not in rows[2]
+
+
 def test_measure_latency_leaves_the_callers_model_alone():
     model = bench.build_mmext(bench.ARCHS['shvit_s1']).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -38,6 +38,9 @@ def main(argv=None):
     parser.add_argument('--md', default=None, help='markdown file (default: --out with .md)')
     parser.add_argument('--warmup', type=int, default=None, help='override warm-up runs')
     parser.add_argument('--iters', type=int, default=None, help='override timed runs')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='time the modes of each arch in this many interleaved rounds of '
+                        '--iters runs, pooled (fairer ratios on a shared, drifting machine)')
     parser.add_argument('--batch', type=int, default=None, help='override the batch size')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default 1, the protocol)')
@@ -62,9 +65,10 @@ def main(argv=None):
                          tiny=args.tiny, warmup=args.warmup, iters=args.iters,
                          threads=args.threads, amp=args.amp, batch=args.batch,
                          compare_timm=not args.no_timm, reference=not args.no_reference,
-                         check=not args.no_check, compile_kwargs=compile_kwargs)
+                         check=not args.no_check, compile_kwargs=compile_kwargs,
+                         rounds=args.rounds)
     meta = environment()
-    meta['tiny'] = args.tiny
+    meta.update(tiny=args.tiny, rounds=args.rounds)
     json_path, md_path = write_results(rows, args.out, args.md, meta)
     print(to_markdown(rows, meta))
     print(f'wrote {json_path} and {md_path}')

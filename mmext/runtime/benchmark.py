@@ -26,10 +26,11 @@ cannot run here gives a row whose ``status`` says ``skipped: <why>``; one that b
 ``failed: <error>``; the run goes on either way.
 
 Timing: ``warmup`` untimed runs, then ``iters`` timed runs, each timed alone (CUDA events on the
-GPU, ``time.perf_counter`` on the CPU); rows give the median, min and max in milliseconds and
-``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them).
+GPU, ``time.perf_counter`` on the CPU); rows give every time (``times_ms``), the median, min and
+max in milliseconds and ``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them).
 With ``check=True`` each non-eager mode's outputs are compared with eager ones on the same input
-(``max_rel_err``).
+(``max_rel_err``). With ``rounds=R`` an arch's modes take turns, ``R`` rounds of ``iters`` runs
+each, pooled per mode: on a shared machine whose speed drifts, mode-to-mode ratios stay fair.
 
 timm side by side: where timm is importable and has the model (``shvit_s1``..,
 ``efficientformer_l1``.., ``efficientformerv2_s0``..), it is timed in the same run: the classifier
@@ -507,7 +508,8 @@ def _base_row(arch_name, source, mode, protocol, settings, env):
 def _fill_times(row, times):
     med = statistics.median(times)
     row.update(median_ms=round(med, 4), min_ms=round(min(times), 4), max_ms=round(max(times), 4),
-               img_per_s=round(row['batch'] * 1000.0 / med, 2) if med > 0 else None)
+               img_per_s=round(row['batch'] * 1000.0 / med, 2) if med > 0 else None,
+               times_ms=[round(t, 3) for t in times])
 
 
 def _failure(exc):
@@ -520,36 +522,79 @@ def _free_cuda():
         torch.cuda.empty_cache()
 
 
-def time_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
-              compile_kwargs=None, tmp_dir=None):
-    """One row: prepare ``model`` for ``mode``, time it under ``protocol`` and ``settings``."""
+def prepare_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
+                 compile_kwargs=None, tmp_dir=None):
+    """A row and a :class:`Runner` for ``model`` in ``mode`` (``None`` when skipped or broken,
+    the row's ``status`` then says why); ``ref`` (eager outputs) fills ``max_rel_err``."""
     row = _base_row(arch_name, source, mode, protocol, settings, env)
     reason = skip_reason(mode, protocol.device)
     if reason:
         row['status'] = f'skipped: {reason}'
-        return row
-    device = protocol.device
+        return row, None
     runner = None
     try:
-        with _threads(settings['threads']), _cudnn_benchmark(device):
-            x = _input(settings, device)
+        with _threads(settings['threads']), _cudnn_benchmark(protocol.device):
+            x = _input(settings, protocol.device)
             runner = make_runner(model, mode, x, amp=settings['amp'],
                                  threads=settings['threads'], compile_kwargs=compile_kwargs,
                                  tmp_dir=tmp_dir)
             if ref is not None:
                 row['max_rel_err'] = max_rel_err(ref, runner.run())
-            times = time_runner(runner.run, device, settings['warmup'], settings['iters'])
-        _fill_times(row, times)
-        row.update(runner.info)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001  (one broken case must not end the benchmark)
         row['status'] = _failure(exc)
-    finally:
         if runner is not None:
             runner.close()
         _free_cuda()
-    return row
+        return row, None
+    return row, runner
+
+
+def time_cases(cases, protocol, settings, rounds=1):
+    """Time prepared ``(row, runner)`` pairs and fill their rows; closes the runners.
+
+    With ``rounds > 1`` the cases take turns: each round times every case for ``iters`` runs
+    (after ``warmup`` runs in the first round and one in later ones), and a row's figures pool
+    all its rounds. A slow drift of a shared machine then hits every mode alike instead of
+    whichever was timed last.
+    """
+    device = protocol.device
+    times = [[] for _ in cases]
+    live = [runner is not None for _, runner in cases]
+    try:
+        for r in range(max(int(rounds), 1)):
+            for i, (row, runner) in enumerate(cases):
+                if not live[i]:
+                    continue
+                try:
+                    with _threads(settings['threads']), _cudnn_benchmark(device):
+                        times[i] += time_runner(runner.run, device,
+                                                settings['warmup'] if r == 0 else 1,
+                                                settings['iters'])
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    row['status'] = _failure(exc)
+                    live[i] = False
+        for i, (row, runner) in enumerate(cases):
+            if live[i]:
+                _fill_times(row, times[i])
+                row.update(runner.info, rounds=max(int(rounds), 1))
+    finally:
+        for _, runner in cases:
+            if runner is not None:
+                runner.close()
+        _free_cuda()
+    return [row for row, _ in cases]
+
+
+def time_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
+              compile_kwargs=None, tmp_dir=None):
+    """One row: prepare ``model`` for ``mode``, time it under ``protocol`` and ``settings``."""
+    case = prepare_case(model, mode, protocol, settings, env, arch_name, source, ref,
+                        compile_kwargs, tmp_dir)
+    return time_cases([case], protocol, settings)[0]
 
 
 def _input(settings, device, seed=0):
@@ -570,7 +615,8 @@ def _eager_reference(model, protocol, settings):
 # ------------------------------------------------------------------------------------ the run
 def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=None, iters=None,
                   threads=None, amp=None, batch=None, compare_timm=True, reference=True,
-                  check=True, compile_kwargs=None, progress=True, tmp_dir=None, seed=0):
+                  check=True, compile_kwargs=None, progress=True, tmp_dir=None, seed=0,
+                  rounds=1):
     """Time backbones; returns a list of row dicts (see the module docstring).
 
     Args:
@@ -586,6 +632,8 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
         check (bool): record each mode's ``max_rel_err`` against eager outputs.
         compile_kwargs (dict): passed to ``torch.compile`` (e.g. ``{'mode': 'max-autotune'}``).
         progress (bool): log each case as it finishes (mmengine's logger).
+        rounds (int): time an arch's modes in this many interleaved rounds of ``iters`` runs
+            (see :func:`time_cases`); 1 times each mode in one go.
     """
     from mmengine.logging import print_log
     arch_list = resolve_archs(archs)
@@ -642,9 +690,10 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
                 ref = _eager_reference(model, protocol, settings)
             except Exception:  # noqa: BLE001  (the timed cases will say what is wrong)
                 ref = None
-        for mode in modes_here:
-            row = time_case(model, mode, protocol, settings, env, arch.name, ref=ref,
-                            compile_kwargs=compile_kwargs, tmp_dir=tmp_dir)
+        cases = [prepare_case(model, mode, protocol, settings, env, arch.name, ref=ref,
+                              compile_kwargs=compile_kwargs, tmp_dir=tmp_dir)
+                 for mode in modes_here]
+        for mode, row in zip(modes_here, time_cases(cases, protocol, settings, rounds)):
             if mode == 'eager' and ref is not None and row['status'] == 'ok':
                 row['max_rel_err'] = 0.0
             rows.append(row)
