@@ -102,10 +102,16 @@ class SHSA(nn.Module):
     def forward(self, x):
         n, _, h, w = x.shape
         x1, x2 = torch.split(x, [self.partial_dim, self.dim - self.partial_dim], dim=1)
-        qkv = self.qkv(self.pre_norm(x1)).flatten(2).transpose(1, 2)  # (N, HW, 2*qk + pd)
-        q, k, v = qkv.unsqueeze(1).split([self.qk_dim, self.qk_dim, self.partial_dim], dim=-1)
-        x1 = F.scaled_dot_product_attention(q, k, v)  # (N, 1, HW, pd), scale qk_dim ** -0.5
-        x1 = x1.squeeze(1).transpose(1, 2).reshape(n, self.partial_dim, h, w)
+        qkv = self.qkv(self.pre_norm(x1)).flatten(2)  # (N, 2*qk + pd, HW)
+        if x.is_cuda:  # one fused kernel
+            q, k, v = qkv.transpose(1, 2).unsqueeze(1).split(
+                [self.qk_dim, self.qk_dim, self.partial_dim], dim=-1)
+            x1 = F.scaled_dot_product_attention(q, k, v)  # (N, 1, HW, pd), scale qk_dim ** -0.5
+            x1 = x1.squeeze(1).transpose(1, 2).reshape(n, self.partial_dim, h, w)
+        else:  # channel-first throughout: no transposed copies, no SDPA math-path checks
+            q, k, v = qkv.split([self.qk_dim, self.qk_dim, self.partial_dim], dim=1)
+            attn = ((q * self.qk_dim ** -0.5).transpose(1, 2) @ k).softmax(dim=-1)  # (N, HW, HW)
+            x1 = (v @ attn.transpose(1, 2)).view(n, self.partial_dim, h, w)
         return self.proj(torch.cat([x1, x2], dim=1))
 
 
