@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
-from mmext.errors import CheckpointError, ConfigError
+from mmext.errors import CheckpointError
 from mmext.models import EdgeViT
 from mmext.models.edgevit import GlobalSparseAttention
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
@@ -125,28 +125,6 @@ def test_custom_arch_dict():
     assert model.stages[2].blocks[0].global_attn.attn.sample_ratio == 1
     assert isinstance(model.stages[2].blocks[0].local_agg, nn.Identity)
     assert model.stages[0].blocks[0].global_attn.mlp.fc1.out_features == 32
-
-
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(arch='m'), "Unknown EdgeViT arch 'm'"),
-    (dict(arch=dict(embed_dims=[1, 2, 3, 4])), 'needs the keys'),
-    (dict(out_indices=(0, 4)), 'out_indices'),
-    (dict(out_indices=()), 'out_indices'),
-    (dict(out_indices=(2, -2)), 'repeats'),
-    (dict(frozen_stages=4), 'frozen_stages'),
-])
-def test_bad_arguments_raise_clear_errors(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
-        EdgeViT(**kwargs)
-
-
-@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-@pytest.mark.parametrize('name', ['EdgeViT', 'mmext.EdgeViT'])
-def test_builds_from_downstream_registries(scope, name):
-    registry = pytest.importorskip(f'{scope}.registry').MODELS
-    model = registry.build(dict(type=name, arch='xs', out_indices=(2, 3)))
-    assert isinstance(model, EdgeViT) and model.out_indices == (2, 3)
-    assert model.out_channels == [240, 384]
 
 
 def test_frozen_stages():

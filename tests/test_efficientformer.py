@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
-from mmext.errors import CheckpointError, ConfigError
+from mmext.errors import CheckpointError
 from mmext.models import EfficientFormer
 from mmext.models.efficientformer import Attention
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
@@ -128,24 +128,12 @@ def test_pooling_mixer_averages_valid_pixels_only():
     assert out[0, 0, 1, 1] == sum([0, 1, 2, 4, 5, 6, 8, 9, 10]) / 9 - 5
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(arch='l2'), "Unknown EfficientFormer arch 'l2'"),
-    (dict(arch=dict(embed_dims=[1, 2, 3, 4])), 'needs the keys'),
-    (dict(out_indices=(0, 4)), 'out_indices'),
-    (dict(out_indices=()), 'out_indices'),
-    (dict(out_indices=(2, -2)), 'repeats'),
-    (dict(frozen_stages=4), 'frozen_stages'),
-])
-def test_bad_arguments_raise_clear_errors(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
-        EfficientFormer(**kwargs)
-
-
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
-@pytest.mark.parametrize('name', ['EfficientFormer', 'mmext.EfficientFormer'])
-def test_builds_from_downstream_registries(scope, name):
+def test_out_norm_builds_from_downstream_registries(scope):
+    """(Errors and plain registry builds of every family: tests/test_backbone_args.py.)"""
     registry = pytest.importorskip(f'{scope}.registry').MODELS
-    model = registry.build(dict(type=name, arch=TINY, out_indices=(1, 2), out_norm=True))
+    model = registry.build(dict(type='mmext.EfficientFormer', arch=TINY, out_indices=(1, 2),
+                                out_norm=True))
     assert isinstance(model, EfficientFormer) and model.out_indices == (1, 2)
     assert model.out_channels == TINY['embed_dims'][1:3]
     assert isinstance(model.out_norms[2], nn.GroupNorm)
