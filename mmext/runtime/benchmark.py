@@ -27,7 +27,8 @@ cannot run here gives a row whose ``status`` says ``skipped: <why>``; one that b
 
 Timing: ``warmup`` untimed runs, then ``iters`` timed runs, each timed alone (CUDA events on the
 GPU, ``time.perf_counter`` on the CPU); rows give every time (``times_ms``), the median, min and
-max in milliseconds and ``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them).
+max in milliseconds and ``batch * 1000 / median`` images per second. Weights are random (speed
+does not depend on them).
 With ``check=True`` each non-eager mode's outputs are compared with eager ones on the same input
 (``max_rel_err``). With ``rounds=R`` an arch's modes take turns, ``R`` rounds of ``iters`` runs
 each, pooled per mode: on a shared machine whose speed drifts, mode-to-mode ratios stay fair.
@@ -37,8 +38,9 @@ timm side by side: where timm is importable and has the model (``shvit_s1``..,
 for throughput protocols, ``features_only=True`` for latency protocols, eager (fp16 autocast where
 the protocol uses it). mmext rows then carry ``timm_ms`` and ``ratio_vs_timm`` (mmext / timm median;
 below 1 is faster). A timm model that cannot run at a size (timm's EfficientFormer accepts 224 only)
-gives a ``failed: fails at this size ...`` row. A ResNet-50 row (timm's, else torchvision's) is
-added as a reference where either library is installed.
+gives a ``failed: fails at this size ...`` row. With ``rounds`` timm's model takes its turns with
+mmext's modes. A ResNet-50 row (timm's, else torchvision's) is added as a reference where either
+library is installed.
 
 ``tiny=True`` shrinks every protocol (batch 2, 64x64, 1 warm-up, 3 timed runs) for tests.
 """
@@ -560,10 +562,11 @@ def time_cases(cases, protocol, settings, rounds=1):
     whichever was timed last.
     """
     device = protocol.device
+    rounds = max(int(rounds), 1)
     times = [[] for _ in cases]
     live = [runner is not None for _, runner in cases]
     try:
-        for r in range(max(int(rounds), 1)):
+        for r in range(rounds):
             for i, (row, runner) in enumerate(cases):
                 if not live[i]:
                     continue
@@ -580,21 +583,13 @@ def time_cases(cases, protocol, settings, rounds=1):
         for i, (row, runner) in enumerate(cases):
             if live[i]:
                 _fill_times(row, times[i])
-                row.update(runner.info, rounds=max(int(rounds), 1))
+                row.update(runner.info, rounds=rounds)
     finally:
         for _, runner in cases:
             if runner is not None:
                 runner.close()
         _free_cuda()
     return [row for row, _ in cases]
-
-
-def time_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
-              compile_kwargs=None, tmp_dir=None):
-    """One row: prepare ``model`` for ``mode``, time it under ``protocol`` and ``settings``."""
-    case = prepare_case(model, mode, protocol, settings, env, arch_name, source, ref,
-                        compile_kwargs, tmp_dir)
-    return time_cases([case], protocol, settings)[0]
 
 
 def _input(settings, device, seed=0):
@@ -693,18 +688,18 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
         cases = [prepare_case(model, mode, protocol, settings, env, arch.name, ref=ref,
                               compile_kwargs=compile_kwargs, tmp_dir=tmp_dir)
                  for mode in modes_here]
-        for mode, row in zip(modes_here, time_cases(cases, protocol, settings, rounds)):
-            if mode == 'eager' and ref is not None and row['status'] == 'ok':
+        if timm is not None and arch.timm:  # timed in the same rounds as mmext's modes
+            cases.append(_other_case(lambda f: build_timm(arch.timm, f, seed), 'timm',
+                                     arch.name, protocol, settings, env))
+        for i, row in enumerate(time_cases(cases, protocol, settings, rounds)):
+            if i == len(modes_here):
+                _say_size_failure(row)
+            elif modes_here[i] == 'eager' and ref is not None and row['status'] == 'ok':
                 row['max_rel_err'] = 0.0
             rows.append(row)
             log(row)
         ref = None
         model.cpu()
-        if timm is not None and arch.timm:
-            row = _time_other(lambda f: build_timm(arch.timm, f, seed), 'timm', arch.name,
-                              protocol, settings, env)
-            rows.append(row)
-            log(row)
     if reference:
         for protocol in proto_list:
             settings = case_settings(REFERENCE, protocol, **overrides)
@@ -722,29 +717,33 @@ def _available_devices():
     return ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu', )
 
 
-def _time_other(build, source, arch_name, protocol, settings, env):
-    """Time a timm/torchvision model eagerly; a failure to build or run is recorded."""
+def _other_case(build, source, arch_name, protocol, settings, env):
+    """A prepared ``(row, runner)`` for a timm/torchvision model run eagerly (runner ``None``
+    when it is skipped or fails to build; the row says why)."""
     features = protocol.kind == 'latency'
     row = _base_row(arch_name, source, 'eager', protocol, settings, env)
     reason = skip_reason('eager', protocol.device)
     if reason:
         row['status'] = f'skipped: {reason}'
-        return row
+        return row, None
     try:
         model = build(features)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001
         row['status'] = _failure(exc)
-        return row
-    row = time_case(model, 'eager', protocol, settings, env, arch_name, source=source)
+        return row, None
+    row, runner = prepare_case(model, 'eager', protocol, settings, env, arch_name, source=source)
+    row['timm_model' if source == 'timm' else 'reference_model'] = (
+        'features_only' if features else 'classifier')
+    return row, runner
+
+
+def _say_size_failure(row):
+    """timm's models that cannot run a size fail deep inside; say that it is the size."""
     if row['status'].startswith('failed'):
         row['status'] = row['status'].replace(
             'failed: ', f'failed: fails at this size ({row["input_size"]}): ', 1)
-    row['timm_model' if source == 'timm' else 'reference_model'] = (
-        'features_only' if features else 'classifier')
-    del model
-    _free_cuda()
     return row
 
 
@@ -756,7 +755,8 @@ def _time_reference(protocol, settings, env, seed):
         probe, source = None, None
     if probe is None:
         return None
-    return _time_other(lambda f: probe, source, REFERENCE.name, protocol, settings, env)
+    case = _other_case(lambda f: probe, source, REFERENCE.name, protocol, settings, env)
+    return _say_size_failure(time_cases([case], protocol, settings)[0])
 
 
 def add_timm_ratios(rows):
