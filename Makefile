@@ -7,7 +7,7 @@ PIP         := $(PY) -m pip
 FIND_LINKS  := $(if $(WHEELHOUSE),--find-links $(abspath $(WHEELHOUSE)),)
 STAMP       := $(VENV)/.mmext-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-quick clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# everything but the tests marked slow (end-to-end runs, wheel builds)
+test-quick: install
+	$(PY) -m pytest -q -m 'not slow' tests
 
 clean:
 	rm -rf $(VENV) work_dirs data/demo

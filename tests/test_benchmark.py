@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmext.runtime import benchmark as bench
+from mmext import benchmark as bench
 from tests.helpers import max_rel_error, randomize_norms
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
-from mmext.runtime.common import adapt_to_device, register_codebase
+from mmext.engine.config import register_codebase
+from mmext.engine.launch import adapt_to_device
 
 from .runtime_helpers import config_path, det_overrides, seg_overrides
 

@@ -5,7 +5,7 @@ import torch
 import mmext  # noqa: F401
 from mmext.errors import MmextError
 from mmext.registry import MODELS
-from mmext.runtime.export import export_backbone
+from mmext.deploy import export_backbone
 from tests.helpers import randomize_norms
 
 ort = pytest.importorskip('onnxruntime')

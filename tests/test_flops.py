@@ -5,7 +5,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmext.runtime.flops import backbone_complexity, get_flops
+from mmext.analysis.flops import backbone_complexity, get_flops
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

@@ -1,10 +1,12 @@
-"""mmext.runtime without running anything: config preparation, CPU adaptation, data checks."""
+"""mmext.apis and mmext.engine without running anything: config preparation, CPU adaptation, data checks."""
 import pytest
 import torch
 
 from mmext.errors import CheckpointError, ConfigError, DatasetNotFoundError
-from mmext.runtime.common import adapt_to_device, check_datasets, detect_codebase, load_config
-from mmext.runtime.train import prepare_train_cfg
+from mmext.engine.config import detect_codebase, load_config
+from mmext.engine.datasets import check_datasets
+from mmext.engine.launch import adapt_to_device
+from mmext.apis.training import prepare_train_cfg
 
 from .runtime_helpers import config_path, det_overrides, seg_overrides
 
@@ -75,6 +77,6 @@ def test_check_datasets(coco_demo, ade_demo, tmp_path):
 
 
 def test_test_needs_an_existing_checkpoint(tmp_path):
-    from mmext.runtime import test
+    from mmext.apis import test
     with pytest.raises(CheckpointError, match='does not exist'):
         test(MASK_RCNN, str(tmp_path / 'missing.pth'), work_dir=str(tmp_path))

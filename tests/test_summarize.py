@@ -13,8 +13,8 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
-from mmext.runtime import summarize as summ
-from mmext.runtime.benchmark import run_benchmark, write_results
+from mmext.analysis import summarize as summ
+from mmext.benchmark import run_benchmark, write_results
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

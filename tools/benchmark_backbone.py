@@ -1,5 +1,5 @@
 """Time backbones: GPU/CPU throughput and latency in eager, deploy, channels_last, torch.compile,
-CUDA-graph and ONNX Runtime modes (see mmext/runtime/benchmark.py for the protocols).
+CUDA-graph and ONNX Runtime modes (see mmext/benchmark/protocols.py for the protocols).
 
 Examples:
 
@@ -21,7 +21,7 @@ from mmext.errors import run_cli  # noqa: E402
 
 
 def main(argv=None):
-    from mmext.runtime.benchmark import ARCHS, MODES, PROTOCOLS
+    from mmext.benchmark import ARCHS, MODES, PROTOCOLS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--archs', nargs='+', default=['all'],
@@ -59,7 +59,7 @@ def main(argv=None):
                         help='batch 2, 64x64, 1 warm-up, 3 runs (a smoke test)')
     args = parser.parse_args(argv)
 
-    from mmext.runtime.benchmark import environment, run_benchmark, to_markdown, write_results
+    from mmext.benchmark import environment, run_benchmark, to_markdown, write_results
     compile_kwargs = {'mode': args.compile_mode} if args.compile_mode else None
     rows = run_benchmark(archs=args.archs, protocols=args.protocols, modes=args.modes,
                          tiny=args.tiny, warmup=args.warmup, iters=args.iters,

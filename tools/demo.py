@@ -24,7 +24,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = {} if args.epochs is None else dict(max_epochs=args.epochs)
     try:
-        from mmext.runtime import run_demo
+        from mmext.apis import run_demo
         run_demo(work_dir=args.work_dir, data_root=args.data_root, **settings)
     except MmextError as e:
         print(f'error: {e}', file=sys.stderr)

@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument('--static', action='store_true', help='fixed input shape (first size)')
     args = parser.parse_args(argv)
 
-    from mmext.runtime.export import export_backbone
+    from mmext.deploy import export_backbone
     info = export_backbone(args.type, args.arch, args.out, checkpoint=args.checkpoint,
                            sizes=[_size(s) for s in args.sizes], opset=args.opset,
                            exporter=args.exporter, tol=args.tol, dynamic=not args.static)

@@ -23,7 +23,7 @@ from mmext.errors import run_cli  # noqa: E402
 def main(argv=None):
     from mmengine.config import DictAction
 
-    from mmext.runtime.flops import PARTS
+    from mmext.analysis.flops import PARTS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='an mmdet or mmseg config file')
@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument('--json', action='store_true', help='print the result as JSON')
     args = parser.parse_args(argv)
 
-    from mmext.runtime.flops import format_complexity, get_flops
+    from mmext.analysis.flops import format_complexity, get_flops
     result = get_flops(config=args.config, type=args.backbone, arch=args.arch,
                        input_size=args.shape, part=args.part, cfg_options=args.cfg_options,
                        count_norms=args.count_norms)

@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument('--no-plot', action='store_true')
     args = parser.parse_args(argv)
 
-    from mmext.runtime.summarize import summarize
+    from mmext.analysis.summarize import summarize
     result = summarize(work_dirs=args.work_dirs, benchmark=args.benchmark, out_dir=args.out,
                        latency_protocol=args.latency_protocol, latency_mode=args.latency_mode,
                        include_paper=not args.no_paper, latest_only=not args.all_runs,

@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmext.runtime import test
+    from mmext.apis import test
     test(args.config, args.checkpoint, work_dir=args.work_dir,
          cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse)
     return 0

@@ -42,7 +42,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmext.runtime import train
+    from mmext.apis import train
     train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
           resume=args.resume if args.resume is not None else False,
           launcher=args.launcher, amp=args.amp, auto_scale_lr=args.auto_scale_lr)

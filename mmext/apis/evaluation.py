@@ -2,9 +2,12 @@
 import os.path as osp
 
 from mmext.errors import CheckpointError
-from mmext.runtime.common import (FuseBackboneHook, MetricsRecorder, adapt_to_device,
-                                  build_runner, check_datasets, detect_codebase, load_config,
-                                  print_metrics, register_codebase, run_and_finish, set_work_dir)
+from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
+from mmext.engine.datasets import check_datasets
+from mmext.engine.hooks import FuseBackboneHook, MetricsRecorder
+from mmext.engine.launch import adapt_to_device, build_runner, run_and_finish
+from mmext.engine.metrics import print_metrics
+from mmext.utils import is_remote
 
 
 def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', fuse=False):
@@ -26,7 +29,7 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
     codebase = detect_codebase(cfg)
     register_codebase(codebase)
     set_work_dir(cfg, config, work_dir)
-    if not _is_remote(checkpoint) and not osp.isfile(str(checkpoint)):
+    if not is_remote(checkpoint) and not osp.isfile(str(checkpoint)):
         raise CheckpointError(f'checkpoint {checkpoint!r} does not exist; pass the .pth file '
                               'that training wrote in its work dir (e.g. epoch_12.pth, '
                               'iter_40000.pth).')
@@ -46,6 +49,3 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
     print_metrics(metrics, f'mmext: test metrics of {checkpoint}', rank=runner.rank)
     return dict(metrics)
 
-
-def _is_remote(path):
-    return '://' in str(path)

@@ -19,7 +19,7 @@ mmdet configs, 512x512 for mmseg configs.
 """
 import torch
 
-from mmext.analysis import count_macs, count_params
+from mmext.analysis.complexity import count_macs, count_params
 from mmext.errors import ConfigError, MmextError
 
 PARTS = ('backbone', 'backbone+neck', 'model')
@@ -52,7 +52,7 @@ def backbone_complexity(type='SHViT', arch='s4', input_size=None, out_indices=No
     Returns:
         dict: ``model``, ``input_shape``, ``params``, ``macs``, ``mparams``, ``gmacs``.
     """
-    from mmext.runtime.export import build_backbone
+    from mmext.deploy.build import build_backbone
     size = _size(input_size, DEFAULT_SIZES['backbone'])
     model = build_backbone(type, arch, out_indices=out_indices, deploy=deploy)
     macs = count_macs(model, (1, 3) + size, count_norms=count_norms)
@@ -97,7 +97,7 @@ def build_config_model(config, cfg_options=None):
 
     The backbone's pretrained weights are not loaded (``init_weights`` is not called).
     """
-    from mmext.runtime.common import detect_codebase, load_config, register_codebase
+    from mmext.engine.config import detect_codebase, load_config, register_codebase
     cfg = load_config(config, cfg_options)
     codebase = detect_codebase(cfg)
     try:

@@ -1,8 +1,10 @@
 """Training, as ``tools/train.py`` and ``tools/dist_train.sh`` run it."""
 from mmext.errors import ConfigError
-from mmext.runtime.common import (MetricsRecorder, adapt_to_device, build_runner,
-                                  check_datasets, detect_codebase, load_config, print_metrics,
-                                  register_codebase, run_and_finish, set_work_dir)
+from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
+from mmext.engine.datasets import check_datasets
+from mmext.engine.hooks import MetricsRecorder
+from mmext.engine.launch import adapt_to_device, build_runner, run_and_finish
+from mmext.engine.metrics import print_metrics
 
 
 def _set_resume(cfg, resume):

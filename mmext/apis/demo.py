@@ -15,8 +15,12 @@ already ~0.1.
 import os.path as osp
 import time
 
-from mmext.runtime.common import (MetricsRecorder, adapt_to_device, build_runner,
-                                  check_datasets, format_metrics, load_config, register_codebase)
+from mmext.engine.config import load_config, register_codebase
+from mmext.engine.datasets import check_datasets
+from mmext.engine.hooks import MetricsRecorder
+from mmext.engine.launch import adapt_to_device, build_runner
+from mmext.engine.metrics import format_metrics
+from mmext.utils import unwrap_model
 
 DEMO_CONFIG = 'configs/mask_rcnn/shvit_s4_fpn_1x_coco.py'
 
@@ -141,7 +145,7 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     milliseconds, the paths written and the wall time.
     """
     from mmext.demo import make_coco_demo
-    from mmext.runtime.benchmark import measure_latency
+    from mmext.benchmark.timing import measure_latency
 
     opts = dict(DEMO_SETTINGS, **settings)
     start = time.time()
@@ -171,7 +175,7 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     metrics = recorder.metrics
     train_time = time.time() - start
 
-    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    model = unwrap_model(runner.model)
     latency_ms = measure_latency(model.backbone, tuple(latency_input), warmup=2, iters=10)
     shape = 'x'.join(str(s) for s in latency_input)
     bbox = metrics.get('coco/bbox_mAP', float('nan'))

@@ -22,7 +22,9 @@ import warnings
 import numpy as np
 import torch
 
+from mmext.deploy.build import build_backbone
 from mmext.errors import ConfigError, MmextError
+from mmext.utils import max_rel_err, output_list
 
 DEFAULT_OPSET = 17
 INPUT_NAME = 'input'
@@ -35,12 +37,6 @@ def output_names_of(model):
     if indices is None:
         return None
     return [f'level{i}' for i in indices]
-
-
-def _as_tuple(outputs):
-    if isinstance(outputs, torch.Tensor):
-        return (outputs, )
-    return tuple(outputs)
 
 
 def _dynamic_axes(output_names, dynamic_batch=True):
@@ -129,7 +125,7 @@ def export_onnx(model, path, input_shape=(1, 3, 224, 224), opset=DEFAULT_OPSET, 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
     example = torch.randn(*input_shape, device=device)
-    n_out = len(_as_tuple(model(example)))
+    n_out = len(output_list(model(example)))
     if output_names is None:
         output_names = output_names_of(model)
     if output_names is None or len(output_names) != n_out:
@@ -172,13 +168,6 @@ def ort_session(path, threads=1, providers=None):
     return ort.InferenceSession(path, options, providers=providers or ['CPUExecutionProvider'])
 
 
-def relative_error(ref, out):
-    """``max|ref - out| / max|ref|`` of two arrays (numpy or torch)."""
-    ref = np.asarray(ref, dtype=np.float64)
-    out = np.asarray(out, dtype=np.float64)
-    return float(np.abs(ref - out).max() / max(np.abs(ref).max(), 1e-12))
-
-
 @torch.no_grad()
 def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, threads=None):
     """Run the ONNX graph at each ``(H, W)`` of ``sizes`` and compare with ``model`` (on CPU).
@@ -195,7 +184,7 @@ def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, th
     results = {}
     for h, w in sizes:
         x = torch.randn(batch, 3, int(h), int(w), generator=gen)
-        refs = [t.numpy() for t in _as_tuple(model(x))]
+        refs = [t.numpy() for t in output_list(model(x))]
         entry = dict(max_rel_err=float('inf'), max_abs_err=float('inf'),
                      shapes=[list(r.shape) for r in refs], error=None)
         try:
@@ -209,7 +198,7 @@ def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, th
             entry['error'] = (f'{len(outs)} outputs of shapes {[list(o.shape) for o in outs]} '
                               f'where PyTorch gives {entry["shapes"]}')
         else:
-            entry['max_rel_err'] = max(relative_error(r, o) for r, o in zip(refs, outs))
+            entry['max_rel_err'] = max_rel_err(refs, outs)
             entry['max_abs_err'] = max(float(np.abs(r - o).max()) for r, o in zip(refs, outs))
         results[f'{h}x{w}'] = entry
     return results
@@ -222,31 +211,6 @@ def _first_line(exc):
 
 
 # ------------------------------------------------------------------------------------ backbones
-def build_backbone(type, arch, checkpoint=None, out_indices=None, deploy=True, **kwargs):
-    """An mmext backbone from :data:`mmext.registry.MODELS`, eval mode, optionally fused.
-
-    ``checkpoint``: ImageNet weights in any layout mmext converts (loaded like ``init_cfg``).
-    """
-    from mmext.registry import MODELS
-    import mmext.models  # noqa: F401  (registers the backbones)
-    cls = MODELS.get(type)
-    if cls is None:
-        names = sorted(k for k, v in MODELS.module_dict.items() if hasattr(v, 'arch_settings'))
-        raise ConfigError(f'unknown backbone type {type!r}; mmext has {", ".join(names)}.')
-    cfg = dict(arch=arch, **kwargs)
-    if out_indices is not None:
-        cfg['out_indices'] = tuple(out_indices)
-    if checkpoint:
-        cfg['init_cfg'] = dict(type='Pretrained', checkpoint=str(checkpoint))
-    model = cls(**cfg)
-    if checkpoint:
-        model.init_weights()
-    model.eval()
-    if deploy and hasattr(model, 'switch_to_deploy'):
-        model.switch_to_deploy()
-    return model
-
-
 def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 480)),
                     opset=DEFAULT_OPSET, exporter='auto', tol=1e-4, dynamic=True, check=True,
                     model=None):

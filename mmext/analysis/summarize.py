@@ -13,7 +13,7 @@ What mmengine 0.10.7 leaves in a work dir (one ``<timestamp>/`` folder per run):
 :func:`collect_runs` reads these (the test JSON first, then the last validation entry, then the
 text log) and names each run from its config (detector type, backbone type and arch), falling
 back to the work dir's name. :func:`summarize` joins the runs with a benchmark JSON
-(:mod:`mmext.runtime.benchmark`) on the backbone, adds the papers' reported numbers as labelled
+(:mod:`mmext.benchmark`) on the backbone, adds the papers' reported numbers as labelled
 reference rows, and writes a markdown table, a CSV and a PNG plot of accuracy against backbone
 latency (the Pareto frontier of the measured runs drawn per task).
 """
@@ -275,7 +275,7 @@ def _run_row(dirpath, ts, run_dir, metrics, split):
 
 # ------------------------------------------------------------------------------------ latency
 def load_benchmark_rows(paths):
-    from mmext.runtime.benchmark import load_results
+    from mmext.benchmark.report import load_results
     if not paths:
         return []
     if isinstance(paths, str):

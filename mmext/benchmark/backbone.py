@@ -1,0 +1,282 @@
+"""The backbone benchmark: every arch x protocol x mode, timm's model side by side.
+
+Only torch and mmengine are needed (timm, torchvision and onnxruntime are used when installed), so
+the same code runs on a CPU box and on a GPU machine that has no mmcv/mmdet. The protocols and
+backbones are in :mod:`mmext.benchmark.protocols`, the modes in :mod:`mmext.deploy.runners`.
+
+A combination that cannot run here gives a row whose ``status`` says ``skipped: <why>``; one that
+breaks gives ``failed: <error>``; the run goes on either way.
+
+Timing (:mod:`mmext.benchmark.timing`): ``warmup`` untimed runs, then ``iters`` timed runs; rows
+give every time (``times_ms``), the median, min and max in milliseconds and
+``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them).
+With ``check=True`` each non-eager mode's outputs are compared with eager ones on the same input
+(``max_rel_err``). With ``rounds=R`` an arch's modes take turns, ``R`` rounds of ``iters`` runs
+each, pooled per mode: on a shared machine whose speed drifts, mode-to-mode ratios stay fair.
+
+timm side by side: where timm is importable and has the model, it is timed in the same run: the
+classifier for throughput protocols, ``features_only=True`` for latency protocols, eager (fp16
+autocast where the protocol uses it). mmext rows then carry ``timm_ms`` and ``ratio_vs_timm``
+(mmext / timm median; below 1 is faster). A timm model that cannot run at a size gives a
+``failed: fails at this size ...`` row. A ResNet-50 row (timm's, else torchvision's) is added as a
+reference where either library is installed.
+
+``tiny=True`` shrinks every protocol (batch 2, 64x64, 1 warm-up, 3 timed runs) for tests.
+"""
+import torch
+
+from mmext.benchmark.environment import environment
+from mmext.benchmark.models import _timm, build_mmext, build_reference, build_timm
+from mmext.benchmark.protocols import (DEFAULT_MODES, REFERENCE, TINY, resolve_archs,
+                                       resolve_modes, resolve_protocols)
+from mmext.benchmark.timing import failure_status, free_cuda, time_cases
+from mmext.deploy.runners import (autocast, cudnn_benchmark, make_runner, skip_reason,
+                                  threads_context)
+from mmext.utils import max_rel_err, output_list
+
+
+def case_settings(arch, protocol, tiny=False, warmup=None, iters=None, threads=None, amp=None,
+                  batch=None):
+    """The effective batch, ``(H, W)``, warm-up, iterations, threads and autocast of a case."""
+    size = protocol.size or (arch.cls_size, arch.cls_size)
+    s = dict(batch=protocol.batch, size=tuple(size), warmup=protocol.warmup,
+             iters=protocol.iters, threads=protocol.threads, amp=protocol.amp)
+    if tiny:
+        s.update(batch=min(protocol.batch, TINY['batch']), size=TINY['size'],
+                 warmup=TINY['warmup'], iters=TINY['iters'])
+    for key, value in dict(warmup=warmup, iters=iters, threads=threads, amp=amp,
+                           batch=batch).items():
+        if value is not None:
+            s[key] = value
+    if protocol.device != 'cpu':
+        s['threads'] = None
+    if protocol.device != 'cuda':
+        s['amp'] = False
+    return s
+
+
+def _base_row(arch_name, source, mode, protocol, settings, env):
+    h, w = settings['size']
+    device = protocol.device
+    return dict(
+        arch=arch_name, source=source, mode=mode, protocol=protocol.name, device=device,
+        device_name=(env['gpu'] if device == 'cuda' else env['cpu']) or 'unavailable',
+        torch=env['torch'], batch=settings['batch'], height=h, width=w, input_size=f'{h}x{w}',
+        amp=bool(settings['amp']), threads=settings['threads'], warmup=settings['warmup'],
+        iters=settings['iters'], median_ms=None, min_ms=None, max_ms=None, img_per_s=None,
+        status='ok')
+
+
+
+
+def prepare_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
+                 compile_kwargs=None, tmp_dir=None):
+    """A row and a :class:`Runner` for ``model`` in ``mode`` (``None`` when skipped or broken,
+    the row's ``status`` then says why); ``ref`` (eager outputs) fills ``max_rel_err``."""
+    row = _base_row(arch_name, source, mode, protocol, settings, env)
+    reason = skip_reason(mode, protocol.device)
+    if reason:
+        row['status'] = f'skipped: {reason}'
+        return row, None
+    runner = None
+    try:
+        with threads_context(settings['threads']), cudnn_benchmark(protocol.device):
+            x = _input(settings, protocol.device)
+            runner = make_runner(model, mode, x, amp=settings['amp'],
+                                 threads=settings['threads'], compile_kwargs=compile_kwargs,
+                                 tmp_dir=tmp_dir)
+            if ref is not None:
+                row['max_rel_err'] = max_rel_err(ref, runner.run())
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001  (one broken case must not end the benchmark)
+        row['status'] = failure_status(exc)
+        if runner is not None:
+            runner.close()
+        free_cuda()
+        return row, None
+    return row, runner
+
+
+
+
+def _input(settings, device, seed=0):
+    h, w = settings['size']
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(settings['batch'], 3, h, w, generator=gen).to(device)
+
+
+def _eager_reference(model, protocol, settings):
+    device = protocol.device
+    with threads_context(settings['threads']):
+        x = _input(settings, device)
+        with torch.inference_mode(), autocast(device, settings['amp']):
+            out = model.to(device).eval()(x)
+    return [t.detach().float().cpu() for t in output_list(out)]
+
+
+# ------------------------------------------------------------------------------------ the run
+def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=None, iters=None,
+                  threads=None, amp=None, batch=None, compare_timm=True, reference=True,
+                  check=True, compile_kwargs=None, progress=True, tmp_dir=None, seed=0,
+                  rounds=1):
+    """Time backbones; returns a list of row dicts (see the module docstring).
+
+    Args:
+        archs: names from :data:`ARCHS`, family names (``'shvit'``) or ``'all'`` (default).
+        protocols: names from :data:`PROTOCOLS`, ``'cpu'``, ``'gpu'`` or ``'all'``; default
+            ``'gpu'`` with CUDA, else ``'cpu'``. GPU protocols on a machine without CUDA give
+            skipped rows.
+        modes: names from :data:`MODES` or ``'all'``; default :data:`DEFAULT_MODES` per device.
+        tiny (bool): batch 2, 64x64, 1 warm-up and 3 timed runs everywhere (for tests).
+        warmup, iters, threads, amp, batch: override the protocols' values.
+        compare_timm (bool): time timm's models too where timm is installed.
+        reference (bool): add ResNet-50 rows where timm or torchvision is installed.
+        check (bool): record each mode's ``max_rel_err`` against eager outputs.
+        compile_kwargs (dict): passed to ``torch.compile`` (e.g. ``{'mode': 'max-autotune'}``).
+        progress (bool): log each case as it finishes (mmengine's logger).
+        rounds (int): time an arch's modes in this many interleaved rounds of ``iters`` runs
+            (see :func:`time_cases`); 1 times each mode in one go.
+    """
+    from mmengine.logging import print_log
+    arch_list = resolve_archs(archs)
+    proto_list = resolve_protocols(protocols)
+    mode_list = resolve_modes(modes)
+    env = environment()
+    timm = _timm() if compare_timm else None
+    overrides = dict(tiny=tiny, warmup=warmup, iters=iters, threads=threads, amp=amp,
+                     batch=batch)
+
+    plan = []  # (arch, protocol, modes)
+    for arch in arch_list:
+        for protocol in proto_list:
+            plan.append((arch, protocol, mode_list or list(DEFAULT_MODES[protocol.device])))
+    total = sum(len(m) for _, _, m in plan)
+    total += sum(1 for a, _, _ in plan if timm is not None and a.timm)
+    if reference:
+        total += len(proto_list)
+    rows, done = [], 0
+
+    def log(row):
+        nonlocal done
+        done += 1
+        if not progress:
+            return
+        if row['status'] == 'ok':
+            what = f'{row["median_ms"]:.3f} ms median, {row["img_per_s"]:.1f} img/s'
+        else:
+            what = row['status']
+        print_log(f'[{done}/{total}] {row["arch"]} ({row["source"]}, {row["mode"]}) '
+                  f'{row["protocol"]} b{row["batch"]} {row["input_size"]}: {what}',
+                  logger='current')
+
+    base_models = {}
+    for arch, protocol, modes_here in plan:
+        settings = case_settings(arch, protocol, **overrides)
+        model = base_models.get(arch.name)
+        if model is None:
+            try:
+                model = base_models[arch.name] = build_mmext(arch, seed)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                for mode in modes_here:
+                    row = _base_row(arch.name, 'mmext', mode, protocol, settings, env)
+                    row['status'] = failure_status(exc)
+                    rows.append(row)
+                    log(row)
+                continue
+        ref = None
+        if check and protocol.device in _available_devices() and \
+                any(m != 'eager' and not skip_reason(m, protocol.device) for m in modes_here):
+            try:
+                ref = _eager_reference(model, protocol, settings)
+            except Exception:  # noqa: BLE001  (the timed cases will say what is wrong)
+                ref = None
+        cases = [prepare_case(model, mode, protocol, settings, env, arch.name, ref=ref,
+                              compile_kwargs=compile_kwargs, tmp_dir=tmp_dir)
+                 for mode in modes_here]
+        if timm is not None and arch.timm:  # timed in the same rounds as mmext's modes
+            cases.append(_other_case(lambda f: build_timm(arch.timm, f, seed), 'timm',
+                                     arch.name, protocol, settings, env))
+        for i, row in enumerate(time_cases(cases, protocol, settings, rounds)):
+            if i == len(modes_here):
+                _say_sizefailure_status(row)
+            elif modes_here[i] == 'eager' and ref is not None and row['status'] == 'ok':
+                row['max_rel_err'] = 0.0
+            rows.append(row)
+            log(row)
+        ref = None
+        model.cpu()
+    if reference:
+        for protocol in proto_list:
+            settings = case_settings(REFERENCE, protocol, **overrides)
+            row = _time_reference(protocol, settings, env, seed)
+            if row is not None:
+                rows.append(row)
+                log(row)
+            else:
+                done += 1
+    add_timm_ratios(rows)
+    return rows
+
+
+def _available_devices():
+    return ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu', )
+
+
+def _other_case(build, source, arch_name, protocol, settings, env):
+    """A prepared ``(row, runner)`` for a timm/torchvision model run eagerly (runner ``None``
+    when it is skipped or fails to build; the row says why)."""
+    features = protocol.kind == 'latency'
+    row = _base_row(arch_name, source, 'eager', protocol, settings, env)
+    reason = skip_reason('eager', protocol.device)
+    if reason:
+        row['status'] = f'skipped: {reason}'
+        return row, None
+    try:
+        model = build(features)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        row['status'] = failure_status(exc)
+        return row, None
+    row, runner = prepare_case(model, 'eager', protocol, settings, env, arch_name, source=source)
+    row['timm_model' if source == 'timm' else 'reference_model'] = (
+        'features_only' if features else 'classifier')
+    return row, runner
+
+
+def _say_sizefailure_status(row):
+    """timm's models that cannot run a size fail deep inside; say that it is the size."""
+    if row['status'].startswith('failed'):
+        row['status'] = row['status'].replace(
+            'failed: ', f'failed: fails at this size ({row["input_size"]}): ', 1)
+    return row
+
+
+def _time_reference(protocol, settings, env, seed):
+    features = protocol.kind == 'latency'
+    try:
+        probe, source = build_reference(features, seed)
+    except Exception:  # noqa: BLE001
+        probe, source = None, None
+    if probe is None:
+        return None
+    case = _other_case(lambda f: probe, source, REFERENCE.name, protocol, settings, env)
+    return _say_sizefailure_status(time_cases([case], protocol, settings)[0])
+
+
+def add_timm_ratios(rows):
+    """Give every mmext row ``timm_ms`` and ``ratio_vs_timm`` where timm ran the same case."""
+    timm_ms = {(r['arch'], r['protocol']): r['median_ms'] for r in rows
+               if r['source'] == 'timm' and r['status'] == 'ok'}
+    for row in rows:
+        if row['source'] != 'mmext':
+            continue
+        ref = timm_ms.get((row['arch'], row['protocol']))
+        row['timm_ms'] = ref
+        row['ratio_vs_timm'] = (round(row['median_ms'] / ref, 4)
+                                if ref and row['median_ms'] is not None else None)
+    return rows
+

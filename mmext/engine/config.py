@@ -1,0 +1,69 @@
+"""Configs: loading one (with ``--cfg-options``), telling mmdet from mmseg, registering that
+library's modules, and the work dir a run writes to."""
+import copy
+import os.path as osp
+
+from mmengine.config import Config
+
+from mmext.errors import ConfigError
+
+CODEBASES = ('mmdet', 'mmseg')
+
+# Model types that tell a config's codebase when ``default_scope`` is missing.
+_SEG_MODEL_TYPES = ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel')
+
+
+# --------------------------------------------------------------------------------------- config
+def load_config(config, cfg_options=None):
+    """An mmengine ``Config`` from a path (or a Config), with ``cfg_options`` merged in."""
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        config = str(config)
+        if not osp.isfile(config):
+            raise ConfigError(f'config file {config!r} does not exist (run from the repository '
+                              'root, or pass the path of a file under configs/).')
+        cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def detect_codebase(cfg):
+    """``'mmdet'`` or ``'mmseg'``, from ``default_scope`` or else from the model type."""
+    scope = cfg.get('default_scope')
+    if scope in CODEBASES:
+        return scope
+    model = cfg.get('model') or {}
+    model_type = str(model.get('type', ''))
+    if '.' in model_type and model_type.split('.', 1)[0] in CODEBASES:
+        return model_type.split('.', 1)[0]
+    if model_type in _SEG_MODEL_TYPES or 'decode_head' in model:
+        return 'mmseg'
+    if model_type:
+        return 'mmdet'
+    raise ConfigError('cannot tell whether the config is for mmdet or mmseg: set '
+                      "default_scope = 'mmdet' or 'mmseg' in it.")
+
+
+def register_codebase(codebase):
+    """Register the codebase's modules as its official tools do (and mmext's models)."""
+    if codebase == 'mmdet':
+        from mmdet.utils import register_all_modules
+    elif codebase == 'mmseg':
+        from mmseg.utils import register_all_modules
+    else:
+        raise ConfigError(f'unknown codebase {codebase!r}; expected one of {CODEBASES}')
+    register_all_modules(init_default_scope=False)
+    import mmext  # noqa: F401  (compat + registration into mmdet/mmseg MODELS)
+
+
+def set_work_dir(cfg, config, work_dir=None):
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
+    elif cfg.get('work_dir') is None:
+        name = osp.splitext(osp.basename(str(config)))[0] if not isinstance(config, Config) \
+            else 'mmext'
+        cfg.work_dir = osp.join('./work_dirs', name)
+    return cfg.work_dir
+
