@@ -15,9 +15,18 @@ Nothing here ever switches the weights-only safety off: a file that needs any ot
 
 It also makes mmengine's config loading parse the installed packages' metafiles once per process
 instead of once per ``mmdet::``/``mmseg::`` base (about 3 s per config otherwise).
+
+Each patch is applied only where it is needed and known to fit (:data:`PATCHES` says which and
+why): the allow-list needs ``torch.serialization.add_safe_globals`` (torch >= 2.4) and is only
+needed from torch 2.6 (weights-only by default); the loader and metafile patches replace
+functions of mmengine 0.10 (checked by version and by the functions' signatures). Setting
+``MMEXT_NO_PATCH=1`` turns them all off: mmext's own loader does not depend on them (it always
+passes ``weights_only=True``), but mmengine then cannot resume its own checkpoints on torch >= 2.6.
 """
 import argparse
 import functools
+import inspect
+import os
 import os.path as osp
 import pickle
 
@@ -102,17 +111,86 @@ def _cfg_metainfo_cached(package_path, cfg_path):
     return index[cfg_path]
 
 
+def _version(text):
+    """``'2.13.0+cpu'`` -> ``(2, 13)``."""
+    parts = []
+    for piece in text.split('.')[:2]:
+        digits = ''.join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _torch_allows_globals():
+    return (_version(torch.__version__) >= (2, 4)
+            and hasattr(torch.serialization, 'add_safe_globals'))
+
+
+def _mmengine_0_10():
+    import mmengine
+    return (0, 10) <= _version(mmengine.__version__) < (1, 0)
+
+
+def _mmengine_local_loader_fits():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return (_mmengine_0_10() and hasattr(CheckpointLoader, 'register_scheme')
+            and 'force' in inspect.signature(CheckpointLoader.register_scheme).parameters)
+
+
+def _mmengine_metainfo_fits():
+    from mmengine.config import utils as config_utils
+    fn = getattr(config_utils, '_get_cfg_metainfo', None)
+    return (_mmengine_0_10() and fn is not None
+            and list(inspect.signature(fn).parameters) == ['package_path', 'cfg_path'])
+
+
+def _allow_mmengine_globals():
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
+def _weights_only_local_loader():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_weights_only)
+
+
+def _cached_metainfo():
+    from mmengine.config import utils as config_utils
+    config_utils._get_cfg_metainfo = _cfg_metainfo_cached
+
+
+#: ``(name, why, applies, apply)``: each import-time patch, the reason, and its version guard.
+PATCHES = (
+    ('torch safe globals',
+     'allow-lists the types in mmengine 0.10 training checkpoints (HistoryBuffer, numpy scalars, '
+     'arrays, dtypes, argparse.Namespace, a HistoryBuffer-only getattr) for weights-only loading',
+     _torch_allows_globals, _allow_mmengine_globals),
+    ('mmengine local checkpoint loader',
+     'mmengine 0.10 calls torch.load without weights_only; mmext passes weights_only=True and '
+     'turns a refusal into one CheckpointError',
+     _mmengine_local_loader_fits, _weights_only_local_loader),
+    ('mmengine config metainfo cache',
+     "mmengine 0.10 parses every metafile of mmdet/mmseg for each 'mmdet::' base; parsed once",
+     _mmengine_metainfo_fits, _cached_metainfo),
+)
+
 _installed = False
+#: names of the patches :func:`install` applied in this process
+APPLIED = []
+
+
+def patching_disabled():
+    """True when ``MMEXT_NO_PATCH`` is set to a true value (``1``, ``true``, ``yes``)."""
+    return os.environ.get('MMEXT_NO_PATCH', '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def install():
-    """Allow-list mmengine's checkpoint types and install the weights-only local loader."""
+    """Apply each patch of :data:`PATCHES` whose guard holds, unless ``MMEXT_NO_PATCH`` is set."""
     global _installed
     if _installed:
         return
-    torch.serialization.add_safe_globals(mmengine_safe_globals())
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', force=True)(load_local_weights_only)
-    from mmengine.config import utils as config_utils
-    config_utils._get_cfg_metainfo = _cfg_metainfo_cached
     _installed = True
+    if patching_disabled():
+        return
+    for name, _, applies, apply in PATCHES:
+        if applies():
+            apply()
+            APPLIED.append(name)

@@ -7,10 +7,16 @@
   ``dist_head``.
 * timm: ``stem.{conv,norm}{1,2}``, ``stages.i.downsample.{conv,norm}``, ``stages.i.blocks.j``,
   ``ls{1,2}.gamma``, ``head_dist``.
+* mmpretrain (``EfficientFormer`` backbone; its converted release on download.openmmlab.com
+  holds ``backbone.*`` keys, which the loader keeps): ``patch_embed.{0,1}.{conv,bn}``
+  (ConvModules); ``network.i`` is stage i's Sequential, whose entry ``0`` is the downsampling
+  ConvModule (``conv``/``bn``) in stages 1-3; layer scales are ``ls{1,2}.weight``; Meta4D MLPs
+  ``mlp.fc{1,2}`` + ``mlp.norm{1,2}``; ``attention_bias_idxs`` buffers; output norms
+  ``norm{i}`` (the classifier's ``norm3``) are dropped; the head is outside ``backbone.``.
 * mmext: ``stem.{0,2}.{conv,bn}``, ``stages.i.downsample.{conv,bn}``, ``stages.i.blocks.j``,
   Meta4D MLPs ``mlp.fc{1,2}.{conv,bn}``.
 
-In both source layouts the last stage's block list also holds a parameter-free ``Flat`` module
+In all source layouts the last stage's block list also holds a parameter-free ``Flat`` module
 (before the first Meta3D block) that mmext does not have, so block numbers are made contiguous
 per stage. The 7x7-grid ``attention_bias_idxs`` buffers are dropped: mmext rebuilds the indices
 for each token grid. The classifier (``norm``, ``head``, ``dist_head``/``head_dist``) is dropped.
@@ -34,6 +40,15 @@ _TIMM_RULES = [
      lambda m: f'stem.{2 * (int(m[2]) - 1)}.{"conv" if m[1] == "conv" else "bn"}.'),
     (re.compile(r'^(stages\.\d+\.downsample)\.norm\.'), r'\1.bn.'),
 ]
+
+_MMPRETRAIN_RULES = [
+    (re.compile(r'^patch_embed\.([01])\.(conv|bn)\.'),
+     lambda m: f'stem.{2 * int(m[1])}.{m[2]}.'),
+    (re.compile(r'^network\.([123])\.0\.(conv|bn)\.'), r'stages.\1.downsample.\2.'),
+    (re.compile(r'^network\.(\d+)\.(\d+)\.'), r'stages.\1.blocks.\2.'),
+    (re.compile(r'\.ls([12])\.weight$'), r'.ls\1.gamma'),
+]
+_OUT_NORM = re.compile(r'^norm\d+\.')
 
 _BLOCK = re.compile(r'^(stages\.(\d+)\.blocks\.)(\d+)\.(.*)$')
 _CONV_MLP = re.compile(r'^mlp\.(fc|norm)([12])\.(.+)$')
@@ -78,8 +93,21 @@ def efficientformer_from_timm(state_dict):
     return _finish(rename_keys(state_dict, _TIMM_RULES))
 
 
+def efficientformer_from_mmpretrain(state_dict):
+    """Map mmpretrain's EfficientFormer keys (``patch_embed.k.conv``, ``network.i.j``) to mmext's.
+
+    Block numbers count from 1 after the downsampling entry ``0`` of stages 1-3; ``_finish``
+    makes them contiguous from 0. The output norms ``norm{i}`` are dropped.
+    """
+    kept = {k: v for k, v in state_dict.items() if not _OUT_NORM.match(k)}
+    return _finish(rename_keys(kept, _MMPRETRAIN_RULES))
+
+
 register_family('EfficientFormer', [
     Layout('mmext', lambda keys: any(k.startswith('stem.0.conv.') for k in keys), identity),
+    # before 'official': both start with patch_embed/network; only mmpretrain's stem has .conv.
+    Layout('mmpretrain', lambda keys: any(k.startswith('patch_embed.0.conv.') for k in keys),
+           efficientformer_from_mmpretrain),
     Layout('official', lambda keys: any(k.startswith(('patch_embed.', 'network.')) for k in keys),
            efficientformer_from_official),
     Layout('timm', lambda keys: any(k.startswith('stem.conv1.') for k in keys),

@@ -1,10 +1,13 @@
 """One checkpoint loader for every family.
 
-A checkpoint flows one way: :func:`read_checkpoint` reads the file with ``weights_only=True``
-(checkpoints are untrusted input), :func:`extract_state_dict` unwraps it (``'state_dict'``,
+A checkpoint flows one way: :func:`~mmext.checkpoints.sources.resolve_checkpoint` turns a path or
+URL into a local file (downloading and verifying a URL once), :func:`read_checkpoint` reads it with
+``weights_only=True`` or as ``.safetensors`` (checkpoints are untrusted input),
+:func:`extract_state_dict` unwraps it (``'state_dict'``,
 ``'model'``, ``'module.'``, ``'backbone.'``), :func:`detect_layout` picks the source layout from
-the family's table (:data:`LAYOUTS`), the layout's pure key-mapping function turns it into
-mmext's own keys, and :func:`load_pretrained` loads it, dropping classifier heads silently,
+the family's table (:data:`LAYOUTS`, found through the model class's MRO so subclasses share
+their base's layouts), the layout's pure key-mapping function turns it into mmext's own keys, and
+:func:`load_pretrained` loads it, dropping classifier heads silently,
 naming anything else that did not fit in one log message, and refusing shape mismatches.
 """
 import logging
@@ -17,7 +20,8 @@ from typing import Callable, Dict, List, Pattern, Tuple
 import torch
 from mmengine.logging import print_log
 
-from mmext.errors import CheckpointError, _unpickling_reason
+from mmext.checkpoints.sources import resolve_checkpoint
+from mmext.errors import CheckpointError, ConfigError, _unpickling_reason
 
 
 @dataclass(frozen=True)
@@ -72,20 +76,38 @@ def rename_keys(state_dict, rules):
     return out
 
 
+def is_safetensors(path):
+    """True for a ``.safetensors`` file (by name, or by its header: length, then a JSON object)."""
+    if str(path).endswith('.safetensors'):
+        return True
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < 1 << 30
+
+
 def read_checkpoint(path):
-    """Read a checkpoint file with ``weights_only=True``.
+    """Read a checkpoint file (a path or URL) with ``weights_only=True``, or a ``.safetensors`` file.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or holds pickled objects other than
             tensors and plain containers (which could run code when unpickled).
     """
-    path = os.path.expanduser(os.fspath(path))
+    path = resolve_checkpoint(path)
     if not os.path.isfile(path):
         raise CheckpointError(
             f'Checkpoint not found: {path!r}. Put the ImageNet checkpoint there (see the README, '
             f'"Pretrained weights"; tools/convert_checkpoint.py converts the authors\' and timm\'s '
             f'files), point init_cfg.checkpoint at your file, or train from scratch with '
             f'--cfg-options model.backbone.init_cfg=None.')
+    if is_safetensors(path):
+        from safetensors.torch import load_file  # holds tensors only, by design
+        try:
+            return load_file(path, device='cpu')
+        except Exception as exc:  # header or data corrupt
+            raise CheckpointError(f'Could not read safetensors file {path!r}: {exc}') from None
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -123,6 +145,17 @@ def extract_state_dict(obj):
     return state
 
 
+def family_of(model):
+    """The layout family of a backbone: its class name or the first base class with layouts."""
+    cls = model if isinstance(model, type) else type(model)
+    for klass in cls.__mro__:
+        if klass.__name__ in LAYOUTS:
+            return klass.__name__
+    raise CheckpointError(
+        f'mmext knows no checkpoint layouts for {cls.__name__} or its base classes; the families '
+        f'with layouts are {", ".join(LAYOUTS)}.')
+
+
 def detect_layout(state_dict, family_name):
     """Return the :class:`Layout` of ``state_dict`` among the family's known layouts."""
     family = LAYOUTS.get(family_name)
@@ -153,7 +186,7 @@ def convert_state_dict(state_dict, family_name):
 
 
 def load_pretrained(model, path, logger='current'):
-    """Load ImageNet weights from ``path`` into an mmext backbone, in any known layout.
+    """Load ImageNet weights from ``path`` (a file or URL) into an mmext backbone, in any layout.
 
     Classifier keys are dropped silently. Missing and unexpected keys are named in one warning;
     a shape mismatch raises :class:`CheckpointError` (it means another arch or family).
@@ -161,7 +194,7 @@ def load_pretrained(model, path, logger='current'):
     Returns:
         LoadReport
     """
-    family = type(model).__name__
+    family = family_of(model)
     layout, state = convert_state_dict(extract_state_dict(read_checkpoint(path)), family)
     own = model.state_dict()
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
@@ -187,6 +220,38 @@ def load_pretrained(model, path, logger='current'):
     else:
         print_log(message, logger=logger, level=logging.INFO)
     return LoadReport(layout, loaded, missing, unexpected)
+
+
+def _is_pretrained(cfg):
+    return isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
+
+
+def init_pretrained(model, init_cfg, logger='current'):
+    """Apply an ``init_cfg`` given as a dict or a list, with mmext's loader for ``Pretrained``.
+
+    mmengine accepts ``init_cfg=dict(type='Pretrained', checkpoint=...)`` and a list of such
+    dicts. The ``Pretrained`` entry (a path or URL) goes through mmext's layout conversion; any
+    other entries of a list (e.g. ``Kaiming`` for some layers) are applied first by mmengine, in
+    their order, so the pretrained weights win as they would in mmengine.
+
+    Returns:
+        LoadReport | None: ``None`` when ``init_cfg`` has no ``Pretrained`` entry (the caller then
+        runs mmengine's own initialisation).
+    """
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    pretrained = [c for c in cfgs if _is_pretrained(c)]
+    if not pretrained:
+        return None
+    if len(pretrained) > 1:
+        raise ConfigError(f'init_cfg has {len(pretrained)} Pretrained entries; give one.')
+    cfg = pretrained[0]
+    if not cfg.get('checkpoint'):
+        raise ConfigError("init_cfg type='Pretrained' needs checkpoint=<path or URL>.")
+    others = [c for c in cfgs if not _is_pretrained(c)]
+    if others:
+        from mmengine.model.weight_init import initialize
+        initialize(model, [dict(c) for c in others])
+    return load_pretrained(model, cfg['checkpoint'], logger=logger)
 
 
 def convert_checkpoint(src, dst, family, arch=None):
