@@ -1,0 +1,10 @@
+_base_ = '../_base_/models/yolox_shvit_100e_coco.py'
+
+# YOLOX-tiny width: neck and head 96 channels, 1 CSP block(s) per neck stage.
+model = dict(
+    backbone=dict(
+        arch='s1',
+        init_cfg=dict(
+            checkpoint='https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_s1.pth')),  # noqa: E501
+    neck=dict(in_channels=[64, 128, 224], out_channels=96, num_csp_blocks=1),
+    bbox_head=dict(in_channels=96, feat_channels=96))

@@ -1,0 +1,222 @@
+"""The real-time detector configs (configs/rtmdet, configs/yolox): one of each per backbone,
+every one builds, its widths are mmdet's own, its pyramid is at strides 8/16/32, and the
+pretrained-backbone recipe (AdamW, 100 epochs, EMA, final pipeline switch) holds."""
+import copy
+import functools
+import glob
+import inspect
+import math
+import os.path as osp
+import re
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmext.engine.config import register_codebase
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
+DETECTORS = ('rtmdet', 'yolox')
+MODELS = ('shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4', 'efficientformer_l1',
+          'efficientformer_l3', 'efficientformer_l7', 'efficientformerv2_s0',
+          'efficientformerv2_s1', 'efficientformerv2_s2', 'efficientformerv2_l', 'edgevit_xxs',
+          'edgevit_xs', 'edgevit_s')
+# The mmdet config that defines each width (its neck/head channels and CSP blocks).
+MMDET_WIDTH = {
+    'rtmdet': 'rtmdet/rtmdet_{}_8xb32-300e_coco.py',
+    'yolox': 'yolox/yolox_{}_8xb8-300e_coco.py',
+}
+NAME_RE = re.compile(r'^(?P<model>.+)_(?P<det>rtmdet|yolox)_(?P<width>tiny|s|m)_.*coco\.py$')
+CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, 'rtmdet', '*.py')) +
+                 glob.glob(osp.join(CONFIG_DIR, 'yolox', '*.py')))
+
+
+def _shvit_has_stride8():
+    from mmext.models import SHViT
+    return 'stride8' in inspect.signature(SHViT.__init__).parameters
+
+
+def needs_stride8(path):
+    """SHViT's stride-8 output comes with the models helper's ``stride8`` option."""
+    if osp.basename(path).startswith('shvit_') and not _shvit_has_stride8():
+        pytest.skip('SHViT has no stride8 option yet: its real-time configs need it')
+
+
+def _id(path):
+    return osp.relpath(path, CONFIG_DIR)
+
+
+def parse(path):
+    m = NAME_RE.match(osp.basename(path))
+    assert m, f'{_id(path)}: expected <model>_<rtmdet|yolox>_<tiny|s|m>_..._coco.py'
+    return m['model'], m['det'], m['width']
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path):
+    return Config.fromfile(path)
+
+
+def load(path):
+    return copy.deepcopy(_load(path))
+
+
+def mmdet_config(rel):
+    """mmdet's own config (what ``mmdet::<rel>`` names in a ``_base_``)."""
+    import mmdet
+    return _load(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel))
+
+
+def build(cfg, device='meta'):
+    register_codebase('mmdet')
+    from mmdet.registry import MODELS as DET_MODELS
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.device(device):
+        return DET_MODELS.build(cfg.model)
+
+
+def test_one_config_per_model_and_detector():
+    found = {}
+    for path in CONFIGS:
+        model, det, _ = parse(path)
+        assert osp.basename(osp.dirname(path)) == det
+        found.setdefault((model, det), []).append(_id(path))
+    assert sorted(found) == sorted((m, d) for m in MODELS for d in DETECTORS), found
+    assert all(len(v) == 1 for v in found.values()), found
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_id)
+def test_config_builds_with_mmdet_widths(path):
+    """The detector builds (meta device: shapes without the cost of weights), the backbone
+    returns exactly the neck's in_channels, and neck/head widths are mmdet's for the width in
+    the file name."""
+    needs_stride8(path)
+    model_name, det, width = parse(path)
+    cfg = load(path)
+    assert cfg.custom_imports == dict(imports=['mmext'], allow_failed_imports=False)
+    assert cfg.model.type == {'rtmdet': 'RTMDet', 'yolox': 'YOLOX'}[det]
+    family, arch = model_name.rsplit('_', 1)
+    assert cfg.model.backbone.type == 'mmext.' + {
+        'shvit': 'SHViT', 'efficientformer': 'EfficientFormer',
+        'efficientformerv2': 'EfficientFormerV2', 'edgevit': 'EdgeViT'}[family]
+    assert cfg.model.backbone.arch == arch
+
+    ref = mmdet_config(MMDET_WIDTH[det].format(width)).model
+    for key in ('out_channels', 'num_csp_blocks'):
+        assert cfg.model.neck[key] == ref.neck[key], key
+    for key in ('in_channels', 'feat_channels', 'exp_on_reg'):
+        if key in ref.bbox_head:
+            assert cfg.model.bbox_head[key] == ref.bbox_head[key], key
+
+    model = build(cfg)
+    with torch.no_grad():
+        feats = model.backbone.eval()(torch.empty(1, 3, 64, 64, device='meta'))
+    assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_id)
+def test_pretrained_init(path):
+    """ImageNet init from the canonical source of each family; no download here (the loader
+    and its URLs are tested in test_checkpoints.py)."""
+    model_name, _, _ = parse(path)
+    family, arch = model_name.rsplit('_', 1)
+    init_cfg = load(path).model.backbone.init_cfg
+    assert init_cfg.type == 'Pretrained'
+    ckpt = init_cfg.checkpoint
+    if family == 'shvit':
+        assert ckpt == f'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{arch}.pth'
+    elif family == 'efficientformer':
+        assert re.fullmatch(
+            r'https://download\.openmmlab\.com/mmclassification/v0/efficientformer/'
+            rf'efficientformer-{arch}_3rdparty_in1k_20220915-[0-9a-f]{{8}}\.pth', ckpt)
+    elif family == 'efficientformerv2':
+        assert ckpt == (f'https://huggingface.co/timm/efficientformerv2_{arch}.snap_dist_in1k/'
+                        'resolve/main/model.safetensors')
+    else:
+        assert ckpt == f'checkpoints/edgevit_{arch}.pth'
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_id)
+def test_pretrained_backbone_recipe(path):
+    _, det, _ = parse(path)
+    cfg = load(path)
+    pre = cfg.model.data_preprocessor
+    # ImageNet RGB statistics, as the backbones were trained
+    assert pre.bgr_to_rgb is True
+    assert list(pre.mean) == [123.675, 116.28, 103.53]
+    assert list(pre.std) == [58.395, 57.12, 57.375]
+    assert pre.pad_size_divisor == 32
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and opt.weight_decay == pytest.approx(0.05)
+    assert 'momentum' not in opt and 'nesterov' not in opt
+    paramwise = cfg.optim_wrapper.paramwise_cfg
+    assert paramwise.norm_decay_mult == 0 and paramwise.bias_decay_mult == 0
+    assert paramwise.custom_keys['attention_biases'].decay_mult == 0
+    assert cfg.train_cfg.max_epochs == 100
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    ema = hooks['EMAHook']
+    assert ema.ema_type == 'ExpMomentumEMA' and ema.update_buffers is True
+    if det == 'rtmdet':
+        # 1e-3 for 4 GPUs x 32 (mmdet's rtmdet_l_{convnext,swin}_b_4xb32-100e recipes)
+        assert opt.lr == pytest.approx(1e-3)
+        assert cfg.auto_scale_lr.base_batch_size == 128 == 4 * cfg.train_dataloader.batch_size
+        assert ema.momentum == pytest.approx(2e-4)
+        switch = hooks['PipelineSwitchHook']
+        assert switch.switch_epoch == 90
+        assert cfg.train_cfg.dynamic_intervals == [(90, 1)]
+        stage1 = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+        stage2 = [t.type for t in switch.switch_pipeline]
+        assert 'CachedMosaic' in stage1 and 'CachedMosaic' not in stage2
+        assert 'CachedMixUp' not in stage2
+    else:
+        # RTMDet's pretrained-backbone lr per image at YOLOX's 8 GPUs x 8
+        assert opt.lr == pytest.approx(1e-3 * 64 / 128)
+        assert cfg.auto_scale_lr.base_batch_size == 64 == 8 * cfg.train_dataloader.batch_size
+        assert ema.momentum == pytest.approx(1e-4)
+        assert hooks['YOLOXModeSwitchHook'].num_last_epochs == 10
+        assert 'SyncNormHook' in hooks
+        warmup, cosine, constant = cfg.param_scheduler
+        assert cosine.end == constant.begin == 90 and constant.end == 100
+
+
+def _odd_size_models():
+    """One arch per family and detector (the smallest): real weights, real forward."""
+    keep = {}
+    for path in CONFIGS:
+        model_name, det, _ = parse(path)
+        family = model_name.rsplit('_', 1)[0]
+        keep.setdefault((family, det), path)
+    return sorted(keep.values())
+
+
+@pytest.mark.parametrize('path', _odd_size_models(), ids=_id)
+def test_pyramid_strides_at_odd_size(path):
+    """At 97x131 the backbone hands the neck maps at strides 8/16/32 (ceil(H/s) x ceil(W/s));
+    through the detector's own data preprocessor (padding to 32) the head gets the three
+    levels its priors are laid out for, and predict runs to boxes."""
+    needs_stride8(path)
+    cfg = load(path)
+    cfg.model.backbone.init_cfg = None
+    model = build(cfg, device='cpu').eval()
+    h, w = 97, 131
+    strides = list(model.bbox_head.prior_generator.strides)
+    assert [s[0] if isinstance(s, (tuple, list)) else s for s in strides] == [8, 16, 32]
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, h, w))
+        assert [tuple(f.shape[2:]) for f in feats] == [
+            (math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32)]
+
+        from mmdet.structures import DetDataSample
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                             scale_factor=(1.0, 1.0)))
+        data = model.data_preprocessor(
+            dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)],
+                 data_samples=[sample]), training=False)
+        hp, wp = data['inputs'].shape[2:]
+        assert (hp, wp) == (128, 160)
+        head_in = model.extract_feat(data['inputs'])
+        assert [tuple(f.shape[2:]) for f in head_in] == [(hp // s, wp // s) for s in (8, 16, 32)]
+        assert all(f.shape[1] == cfg.model.bbox_head.in_channels for f in head_in)
+        results = model.predict(data['inputs'], data['data_samples'])
+    assert results[0].pred_instances.bboxes.shape[-1] == 4
