@@ -4,7 +4,9 @@ The backbones and necks register into :data:`MODELS`, an mmengine registry with 
 whose parent is mmengine's root ``MODELS``; this needs only torch and mmengine. Because the root
 knows the ``mmext`` scope, ``type='mmext.SHViT'`` resolves from any downstream registry.
 :func:`register_all` also puts every module straight into mmdet's and mmseg's ``MODELS`` (when those
-libraries are installed) so that the plain ``type='SHViT'`` builds from their configs as well.
+libraries are installed) so that the plain ``type='SHViT'`` builds from their configs as well,
+and makes mmengine's config loader accept ``_base_ = 'mmext::<folder>/<file>.py'``
+(:func:`mmext.resources.register_config_package`, version-guarded and documented there).
 """
 import importlib
 
@@ -23,6 +25,8 @@ def register_all():
         list[str]: the downstream packages the modules were registered into.
     """
     importlib.import_module('mmext.models')
+    from mmext.resources import register_config_package
+    register_config_package()
     done = []
     for module_name in DOWNSTREAM_REGISTRIES:
         try:
