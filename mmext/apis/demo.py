@@ -20,6 +20,7 @@ from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import MetricsRecorder
 from mmext.engine.launch import adapt_to_device, build_runner
 from mmext.engine.metrics import format_metrics
+from mmext.resources import config_path
 from mmext.utils import unwrap_model
 
 DEMO_CONFIG = 'configs/mask_rcnn/shvit_s4_fpn_1x_coco.py'
@@ -39,10 +40,6 @@ DEMO_SETTINGS = dict(
     val_interval=None,
     seed=0,
 )
-
-
-def repo_root():
-    return osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def demo_cfg_options(data, img_size, max_epochs, batch_size, lr, seed, work_dir,
@@ -149,8 +146,8 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
 
     opts = dict(DEMO_SETTINGS, **settings)
     start = time.time()
-    root = repo_root()
-    config = config or osp.join(root, DEMO_CONFIG)
+    # the checkout's configs/ or, from an installed wheel, mmext/.mim/configs
+    config = config or config_path(DEMO_CONFIG)
     data = make_coco_demo(data_root, num_train=opts['num_train'], num_val=opts['num_val'],
                           img_size=opts['img_size'], seed=opts['seed'])
     data['num_train'] = opts['num_train']
