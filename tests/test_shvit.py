@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.analysis import count_macs, count_params
@@ -114,3 +115,119 @@ def test_switch_to_deploy_equals_eval(arch, size):
         out = fused(x)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     assert max_rel_error(ref, out) < 1e-5
+
+
+# ----------------------------------------------------------------------------- stride-8 level
+TINY = dict(embed_dims=[32, 48, 64], depths=[1, 1, 1], partial_dims=[8, 12, 16])
+
+
+def _tiny(**kwargs):
+    torch.manual_seed(0)
+    return randomize_norms(SHViT(TINY, **kwargs))
+
+
+@pytest.mark.parametrize('mode', ['stem', 'upsample'])
+@pytest.mark.parametrize('out_indices', [(0, 1), (1, 2), (2, ), (0, )])
+@pytest.mark.parametrize('size', [(64, 64), (97, 131), (8, 8), (9, 17)])
+def test_stride8_shapes(mode, out_indices, size):
+    model = _tiny(stride8=mode, out_indices=out_indices).eval()
+    assert model.stride8_channels == 16
+    assert model.out_channels == [16] + [TINY['embed_dims'][i] for i in out_indices]
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *size))
+    strides = [8] + [16 * 2**i for i in out_indices]
+    assert [tuple(o.shape) for o in outs] == [
+        (2, c, math.ceil(size[0] / s), math.ceil(size[1] / s))
+        for c, s in zip(model.out_channels, strides)]
+
+
+def test_stride8_keeps_the_stage_outputs():
+    plain = _tiny(out_indices=(0, 1)).eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        ref = plain(x)
+        for mode in ('stem', 'upsample'):
+            model = _tiny(stride8=mode, out_indices=(0, 1)).eval()
+            model.load_state_dict(plain.state_dict(), strict=False)
+            outs = model(x)
+            assert len(outs) == 3 and all(torch.equal(a, b) for a, b in zip(ref, outs[1:]))
+
+
+def test_stride8_stem_is_the_stems_third_conv_map():
+    model = _tiny(stride8='stem').eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        s8 = x
+        for i in (0, 2, 4):  # three 3x3 stride-2 Conv-BN + ReLU
+            s8 = torch.relu(model.stem[i](s8))
+        assert torch.equal(model(x)[0], s8)
+
+
+def test_stride8_upsample_is_a_transposed_conv_cropped_top_left():
+    model = _tiny(stride8='upsample', out_indices=(0, )).eval()
+    conv, bn = model.stride8_upsample[0].conv, model.stride8_upsample[0].bn
+    x = torch.randn(1, 3, 97, 131)  # stride-16 grid 7x9 -> 14x18, cropped to 13x17
+    with torch.no_grad():
+        up, x16 = model(x)
+        full = F.conv_transpose2d(x16, conv.weight, stride=2)
+        full = (full - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+            bn.running_var.view(1, -1, 1, 1) + bn.eps) * bn.weight.view(1, -1, 1, 1) + \
+            bn.bias.view(1, -1, 1, 1)
+    assert full.shape[-2:] == (14, 18)
+    assert torch.allclose(up, full.relu()[..., :13, :17], atol=1e-5)
+
+
+def test_stride8_frozen_stages():
+    model = _tiny(stride8='upsample', frozen_stages=0)
+    model.train()
+    assert all(not p.requires_grad for p in model.stem.parameters())
+    assert all(not m.training for m in model.stem.modules())
+    # the upsampling branch is new (not in ImageNet weights): it trains
+    assert all(p.requires_grad for p in model.stride8_upsample.parameters())
+    assert model.stride8_upsample.training
+    outs = model(torch.randn(2, 3, 64, 64))
+    outs[0].square().mean().backward()
+    assert model.stride8_upsample[0].conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('mode', ['stem', 'upsample'])
+def test_stride8_deploy(mode):
+    model = _tiny(stride8=mode, out_indices=(0, 1)).eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        ref = model(x)
+        fused = copy.deepcopy(model).switch_to_deploy()
+        out = fused(x)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert max_rel_error(ref, out) < 1e-5
+    built = SHViT(TINY, stride8=mode, out_indices=(0, 1), deploy=True)
+    assert set(built.state_dict()) == set(fused.state_dict())
+    built.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        assert max_rel_error(ref, built.eval()(x)) < 1e-5
+
+
+def test_stride8_bad_value():
+    from mmext.errors import ConfigError
+    with pytest.raises(ConfigError, match='stride8'):
+        SHViT(TINY, stride8='neck')
+
+
+def test_stride8_onnx_at_two_sizes(tmp_path):
+    ort = pytest.importorskip('onnxruntime', reason='onnxruntime is needed for the ONNX check')
+    model = _tiny(stride8='upsample', out_indices=(0, 1)).eval().switch_to_deploy()
+    path = str(tmp_path / 's8.onnx')
+    names = ['s8', 'l0', 'l1']
+    with torch.no_grad():
+        torch.onnx.export(model, torch.randn(1, 3, 64, 64), path, input_names=['x'],
+                          output_names=names, dynamo=False, opset_version=17,
+                          dynamic_axes={'x': {0: 'n', 2: 'h', 3: 'w'},
+                                        **{k: {0: 'n', 2: f'{k}h', 3: f'{k}w'} for k in names}})
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for size in ((64, 64), (97, 131)):
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            ref = model(x)
+        outs = sess.run(None, {'x': x.numpy()})
+        assert [o.shape for o in outs] == [tuple(r.shape) for r in ref]
+        assert max_rel_error(ref, [torch.from_numpy(o) for o in outs]) < 1e-4

@@ -36,8 +36,9 @@ from collections import OrderedDict
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmext.models.base import BaseBackbone
-from mmext.models.layers import BNLinear, drop_path, pad_to_multiple
+from mmext.errors import ConfigError
+from mmext.models.base import BaseBackbone, BaseStage
+from mmext.models.layers import BNLinear, check_attn_impl, drop_path, pad_to_multiple, use_sdpa
 from mmext.registry import MODELS
 
 
@@ -109,11 +110,15 @@ class GlobalSparseAttention(nn.Module):
     stride-``r`` transposed conv spreads each over its window (``r*h x r*w``, cropped to
     ``H x W``), then LayerNorm and the projection. With ``r = 1`` it is plain self-attention.
 
+    ``attn_impl`` (:data:`~mmext.models.layers.ATTN_IMPLS`): ``'auto'`` runs SDPA on CUDA and the
+    written-out softmax attention elsewhere; ``'sdpa'``/``'explicit'`` force one.
+
     Shapes: tokens ``(N, H*W, C)`` (row-major over the ``H x W`` map) ``-> (N, H*W, C)``.
     """
 
-    def __init__(self, dim, num_heads, sample_ratio=1):
+    def __init__(self, dim, num_heads, sample_ratio=1, attn_impl='auto'):
         super().__init__()
+        self.attn_impl = attn_impl
         if dim % num_heads:
             raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
@@ -135,7 +140,10 @@ class GlobalSparseAttention(nn.Module):
             x = delegates.reshape(n, gh * gw, c)
         qkv = self.qkv(x).view(n, x.shape[1], 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, C / heads)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if use_sdpa(self.attn_impl, q):
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         if r > 1:
             out = out.transpose(2, 3).reshape(n, c, gh, gw)  # channel = head * head_dim + j
             out = self.local_prop(out)[:, :, :h, :w]
@@ -187,7 +195,7 @@ class LGLBlock(nn.Module):
         return self.global_attn(self.local_agg(x))
 
 
-class EdgeViTStage(nn.Module):
+class EdgeViTStage(BaseStage):
     """A stage: patch embedding (stride 2; identity in stage 1, after the stem) then LGL blocks.
 
     Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` (``(N, C, H, W)`` in stage 1).
@@ -200,6 +208,9 @@ class EdgeViTStage(nn.Module):
         self.blocks = nn.Sequential(*[
             LGLBlock(dim, num_heads, sample_ratio, mlp_ratio, dpr) for dpr in drop_path_rates])
 
+    def forward(self, x):
+        return self.run_blocks(self.blocks, self.downsample(x))
+
 
 @MODELS.register_module()
 class EdgeViT(BaseBackbone):
@@ -210,9 +221,10 @@ class EdgeViT(BaseBackbone):
             ``num_heads`` (and optionally ``sample_ratios``, default ``[4, 2, 2, 1]``, and
             ``mlp_ratio``, default 4).
         out_indices (Sequence[int]): stages to return, of 0 (stride 4), 1 (8), 2 (16), 3 (32).
-        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`. The stem (the
-            stride-4 patch embedding) is frozen with stage 0.
+        frozen_stages, norm_eval, with_cp, deploy, init_cfg: see :class:`BaseBackbone`. The stem
+            (the stride-4 patch embedding) is frozen with stage 0.
         drop_path_rate (float): stochastic depth, rising linearly over the blocks to this value.
+        attn_impl (str): ``'auto'``, ``'sdpa'`` or ``'explicit'`` for every global attention.
 
     Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
     ``s_i = 4 * 2**i`` for ``i`` in ``out_indices`` (any H and W).
@@ -224,13 +236,16 @@ class EdgeViT(BaseBackbone):
         's': dict(embed_dims=[48, 96, 240, 384], depths=[1, 2, 5, 3], num_heads=[1, 2, 5, 8]),
     }
     arch_keys = ('embed_dims', 'depths', 'num_heads')
+    arch_defaults = dict(sample_ratios=[4, 2, 2, 1], mlp_ratio=4.0)
+    stage_keys = ('embed_dims', 'depths', 'num_heads', 'sample_ratios')
 
     def __init__(self, arch='xxs', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
-                 with_cp=False, init_cfg=None, drop_path_rate=0.0):
+                 with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',
+                 deploy=False):
         super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        check_attn_impl(attn_impl, 'EdgeViT')
         dims, depths = self.arch['embed_dims'], self.arch['depths']
-        sample_ratios = self.arch.get('sample_ratios', (4, 2, 2, 1))
-        mlp_ratio = self.arch.get('mlp_ratio', 4.0)
+        sample_ratios, mlp_ratio = self.arch['sample_ratios'], self.arch['mlp_ratio']
         dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
         self.stem = PatchEmbed(3, dims[0], 4)
         self.stages = nn.ModuleList()
@@ -241,8 +256,23 @@ class EdgeViT(BaseBackbone):
                 mlp_ratio, dpr[start:start + depth], downsample=i > 0))
         self.out_channels = [dims[i] for i in self.out_indices]
         self.apply(_init_linear)
-        self._freeze_stages()
+        for m in self.modules():
+            if isinstance(m, GlobalSparseAttention):
+                m.attn_impl = attn_impl
+        self.finish_init(deploy)
 
+    @classmethod
+    def check_arch(cls, arch):
+        arch = super().check_arch(arch)
+        for i, (dim, heads, ratio) in enumerate(zip(arch['embed_dims'], arch['num_heads'],
+                                                    arch['sample_ratios'])):
+            if not isinstance(heads, int) or heads < 1 or dim % heads:
+                raise ConfigError(f'EdgeViT arch: num_heads[{i}]={heads!r} must be a positive '
+                                  f'int dividing embed_dims[{i}]={dim}.')
+            if not isinstance(ratio, int) or ratio < 1:
+                raise ConfigError(f'EdgeViT arch: sample_ratios[{i}]={ratio!r} must be a '
+                                  f'positive int.')
+        return arch
 
 
 def _init_linear(m):

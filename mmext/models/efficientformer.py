@@ -22,7 +22,8 @@ offset ``(|dy|, |dx|)`` on the 7x7 token grid of a 224 input, 49 entries stored 
 no antialiasing, as timm resizes LeViT-style tables) to ``(heads, H, W)``, and each query/key
 pair gathers the entry at its own offset. At 7x7 the table is used as it is, so the model equals
 the authors' at 224. The parameter stays the 7x7 table; the per-grid bias is computed at forward
-time and, in inference, cached per grid size (see :class:`AttentionBiasTable`).
+time and, in inference, cached per grid size (see
+:class:`~mmext.models.layers.AttentionBiasTable`).
 
 Folding: :meth:`switch_to_deploy` folds every BatchNorm (stem, downsampling, Meta4D MLPs) into its
 conv and every layer scale into the conv/linear before it; the pooling mixer with its residual and
@@ -30,137 +31,18 @@ layer scale becomes one depthwise window-sum conv (:class:`PoolingResidual`), an
 LayerNorms' affine parts fold into the linears after them. LayerNorm/GroupNorm statistics come from
 each input, so those normalisations themselves stay.
 """
-from collections import OrderedDict
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmext.models.base import BaseBackbone
-from mmext.models.layers import (ConvBN, LayerScale, drop_path, fold_layer_norm_affine,
+from mmext.errors import ConfigError
+from mmext.models.base import BaseBackbone, BaseStage
+from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
+                                 check_attn_impl, drop_path, fold_layer_norm_affine,
                                  fold_output_scale)
 from mmext.registry import MODELS
-
-
-# ------------------------------------------------------------------------ attention biases
-def resize_bias_table(table, resolution, size):
-    """Resize an offset-bias table from a ``resolution x resolution`` grid to ``size``.
-
-    Args:
-        table (Tensor): ``(heads, resolution**2)``, entry ``|dy| * resolution + |dx|``.
-        resolution (int): side of the grid the table was learned on.
-        size (tuple[int, int]): ``(H, W)`` of the offsets needed now.
-
-    Returns:
-        Tensor: ``(heads, H * W)``, entry ``|dy| * W + |dx|``; ``table`` itself when the size
-        matches. Bicubic, ``align_corners=False``, computed in float32.
-    """
-    if not torch.jit.is_tracing() and tuple(int(s) for s in size) == (resolution, resolution):
-        return table
-    # When tracing (ONNX export) the sizes stay traced values, so the graph works at any size;
-    # resizing to the same size is exact (every tap lands on a source entry, weights 0/1).
-    heads = table.shape[0]
-    grid = table.float().reshape(1, heads, resolution, resolution)
-    grid = F.interpolate(grid, size=tuple(size), mode='bicubic', align_corners=False)
-    return grid.reshape(heads, -1).to(table.dtype)
-
-
-def _offsets(num_queries, num_keys, q_stride, device):
-    """``(num_queries, num_keys)`` distances ``|i * q_stride - j|`` along one axis."""
-    queries = torch.arange(num_queries, device=device) * q_stride
-    return (queries[:, None] - torch.arange(num_keys, device=device)[None, :]).abs()
-
-
-def attention_with_bias(q, k, v, bias, scale):
-    """``softmax(q k^T * scale + bias) v`` for LeViT-style attention with learned biases.
-
-    Shapes: ``q (N, heads, Lq, d)``, ``k (N, heads, Lk, d)``, ``v (N, heads, Lk, dv)``,
-    ``bias (heads, Lq, Lk)`` ``-> (N, heads, Lq, dv)``.
-
-    On CUDA it is one fused ``scaled_dot_product_attention``. Elsewhere the scores are computed
-    explicitly: torch's CPU SDPA with a float mask runs its math path plus a fully-masked-row check
-    (``isneginf``/``all``/``where`` over every score), which at 800x1344 cost EfficientFormerV2-S0
-    about 0.4 s of 2.9 s on one CPU thread. Both give the same result.
-    """
-    if q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    # scale the (small) queries rather than the scores, and add the bias in place: at detection
-    # sizes the score tensor is the largest one here and every extra pass over it shows
-    return ((q * scale) @ k.transpose(-2, -1)).add_(bias).softmax(dim=-1) @ v
-
-
-class AttentionBiasTable(nn.Module):
-    """Base class of attentions with a learned ``(|dy|, |dx|)`` offset-bias table (LeViT style).
-
-    Holds the parameter ``attention_biases`` of shape ``(num_heads, resolution**2)`` (the
-    authors' and timm's name and shape; their ``attention_bias_idxs`` index buffers are not
-    kept: the offsets are recomputed for each grid).
-    :meth:`attention_bias` returns the ``(num_heads, N_q, N_k)`` bias for any grid: the table
-    resized to the key grid by :func:`resize_bias_table`, read at each query/key pair's offset.
-    Query ``(i, j)`` sits at key position ``(i * q_stride, j * q_stride)``, so its offset to key
-    ``(y, x)`` is ``(|i*s - y|, |j*s - x|)``; this needs ``(H_q - 1) * s < H_k`` (and the same
-    for W), e.g. ``H_q = ceil(H_k / s)``.
-
-    Caching: in training mode (or whenever gradients must reach the table, or while tracing for
-    export, where sizes must stay symbolic) the bias is computed on each call. Otherwise it is
-    cached per ``(q_size, k_size, q_stride, device, dtype)``;
-    entries are tied to the table's version counter, so loading weights or an optimizer step
-    invalidates them. At most :attr:`bias_cache_size` grids are kept per module (a bias takes
-    ``heads * N_q * N_k`` elements, ~35 MB for 8 heads on an 800x1344 image at stride 32).
-    """
-
-    bias_cache_size = 2
-
-    def __init__(self, num_heads, resolution):
-        super().__init__()
-        self.resolution = resolution
-        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
-        self._bias_cache = OrderedDict()
-
-    def train(self, mode=True):
-        super().train(mode)
-        if mode:
-            self._bias_cache.clear()
-        return self
-
-    def _compute_bias(self, q_size, k_size, q_stride):
-        (hq, wq), (hk, wk) = q_size, k_size
-        table = resize_bias_table(self.attention_biases, self.resolution, k_size)
-        table = table.reshape(-1, hk, wk)
-        dy = _offsets(hq, hk, q_stride, table.device)
-        dx = _offsets(wq, wk, q_stride, table.device)
-        bias = table[:, dy][..., dx]  # (heads, H_q, H_k, W_q, W_k), separable: no N_q x N_k index
-        return bias.permute(0, 1, 3, 2, 4).reshape(table.shape[0], hq * wq, hk * wk)
-
-    def attention_bias(self, q_size, k_size=None, q_stride=1, dtype=None):
-        """The ``(num_heads, H_q * W_q, H_k * W_k)`` additive bias for these grids.
-
-        Args:
-            q_size, k_size (tuple[int, int]): query and key grids (``k_size`` defaults to
-                ``q_size``).
-            q_stride (int): key-grid step between neighbouring queries (1 for self-attention).
-            dtype: dtype of the result (that of the attention scores).
-        """
-        table = self.attention_biases
-        dtype = dtype or table.dtype
-        k_size = q_size if k_size is None else k_size
-        if (self.training or torch.jit.is_tracing()
-                or (torch.is_grad_enabled() and table.requires_grad)):
-            return self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        q_size, k_size = tuple(int(s) for s in q_size), tuple(int(s) for s in k_size)
-        key = (q_size, k_size, q_stride, table.device, dtype)
-        version = (table._version, table.data_ptr())
-        cached = self._bias_cache.get(key)
-        if cached is not None and cached[0] == version:
-            self._bias_cache.move_to_end(key)
-            return cached[1]
-        bias = self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        self._bias_cache[key] = (version, bias)
-        self._bias_cache.move_to_end(key)
-        while len(self._bias_cache) > self.bias_cache_size:
-            self._bias_cache.popitem(last=False)
-        return bias
 
 
 class Attention(AttentionBiasTable):
@@ -169,11 +51,15 @@ class Attention(AttentionBiasTable):
     ``qkv = Linear(x)`` is laid out per head as ``[q (key_dim), k (key_dim), v (attn_ratio *
     key_dim)]``; ``softmax(q k^T / sqrt(key_dim) + bias) v`` goes through ``proj``.
 
+    ``attn_impl``: see :func:`~mmext.models.layers.attention_with_bias`.
+
     Shapes: ``(N, H*W, C), (H, W) -> (N, H*W, C)``.
     """
 
-    def __init__(self, dim, key_dim=32, num_heads=8, attn_ratio=4, resolution=7):
+    def __init__(self, dim, key_dim=32, num_heads=8, attn_ratio=4, resolution=7,
+                 attn_impl='auto'):
         super().__init__(num_heads, resolution)
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.value_dim = int(attn_ratio * key_dim)
@@ -182,11 +68,12 @@ class Attention(AttentionBiasTable):
 
     def forward(self, x, hw):
         n, length, _ = x.shape
-        qkv = self.qkv(x).reshape(n, length, self.num_heads, -1).transpose(1, 2)
+        per_head = 2 * self.key_dim + self.value_dim
+        qkv = self.qkv(x).reshape(n, length, self.num_heads, per_head).transpose(1, 2)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         bias = self.attention_bias(hw, dtype=q.dtype)
-        x = attention_with_bias(q, k, v, bias, self.key_dim ** -0.5)
-        return self.proj(x.transpose(1, 2).reshape(n, length, -1))
+        x = attention_with_bias(q, k, v, bias, self.key_dim ** -0.5, self.attn_impl)
+        return self.proj(x.transpose(1, 2).reshape(n, length, self.num_heads * self.value_dim))
 
 
 # ------------------------------------------------------------------------ blocks
@@ -328,7 +215,7 @@ class Meta3D(nn.Module):
         self.norm2 = fold_layer_norm_affine(self.norm2, [self.mlp.fc1])
 
 
-class EfficientFormerStage(nn.Module):
+class EfficientFormerStage(BaseStage):
     """Optional 3x3 stride-2 Conv-BN downsampling, ``depth - num_vit`` Meta4D blocks, then
     ``num_vit`` Meta3D blocks (``blocks`` holds them in that order).
 
@@ -346,6 +233,17 @@ class EfficientFormerStage(nn.Module):
             Meta4D(dim, drop_path_rate=dpr, **conv_cfg) if j < self.num_conv_blocks else
             Meta3D(dim, drop_path_rate=dpr, **attn_cfg) for j, dpr in enumerate(drop_path_rates)])
 
+    def forward(self, x):
+        """Meta4D blocks on the map, then Meta3D blocks on tokens made once."""
+        x = self.run_blocks(self.blocks[:self.num_conv_blocks], self.downsample(x))
+        if self.num_conv_blocks < len(self.blocks):
+            n, c, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            attn_blocks = [partial(block, hw=(h, w))
+                           for block in self.blocks[self.num_conv_blocks:]]
+            x = self.run_blocks(attn_blocks, tokens).transpose(1, 2).reshape(n, c, h, w)
+        return x
+
 
 @MODELS.register_module()
 class EfficientFormer(BaseBackbone):
@@ -358,11 +256,12 @@ class EfficientFormer(BaseBackbone):
             ``attn_ratio`` (4), ``resolution`` (7, the grid of the bias table) and
             ``layer_scale_init_value`` (1e-5).
         out_indices (Sequence[int]): stages to return, of 0..3 (strides 4, 8, 16, 32).
-        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`. A frozen stage's
-            output norm is frozen with it.
+        frozen_stages, norm_eval, with_cp, deploy, init_cfg: see :class:`BaseBackbone`. A frozen
+            stage's output norm is frozen with it.
         out_norm (bool): put a GroupNorm with one group on each returned map, as the authors'
             dense-prediction backbone does. Default False.
         drop_path_rate (float): stochastic depth, rising linearly over all blocks to this value.
+        attn_impl (str): ``'auto'``, ``'sdpa'`` or ``'explicit'`` for every Meta3D attention.
 
     Shapes: ``(N, 3, H, W) ->`` tuple of ``(N, embed_dims[i], ceil(H/s_i), ceil(W/s_i))`` with
     ``s_i = 4 * 2**i`` for ``i`` in ``out_indices`` (any H and W).
@@ -374,16 +273,17 @@ class EfficientFormer(BaseBackbone):
         'l7': dict(embed_dims=[96, 192, 384, 768], depths=[6, 6, 18, 8], num_vit=8),
     }
     arch_keys = ('embed_dims', 'depths', 'num_vit')
+    arch_defaults = dict(mlp_ratio=4.0, pool_size=3, num_heads=8, key_dim=32, attn_ratio=4,
+                         resolution=7, layer_scale_init_value=1e-5)
+    stage_keys = ('embed_dims', 'depths')
 
     def __init__(self, arch='l1', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
-                 with_cp=False, init_cfg=None, out_norm=False, drop_path_rate=0.0):
+                 with_cp=False, init_cfg=None, out_norm=False, drop_path_rate=0.0,
+                 attn_impl='auto', deploy=False):
         super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        check_attn_impl(attn_impl, 'EfficientFormer')
         dims, depths = self.arch['embed_dims'], self.arch['depths']
-        block_cfg = dict(
-            mlp_ratio=self.arch.get('mlp_ratio', 4.0), pool_size=self.arch.get('pool_size', 3),
-            num_heads=self.arch.get('num_heads', 8), key_dim=self.arch.get('key_dim', 32),
-            attn_ratio=self.arch.get('attn_ratio', 4), resolution=self.arch.get('resolution', 7),
-            layer_scale_init_value=self.arch.get('layer_scale_init_value', 1e-5))
+        block_cfg = {k: self.arch[k] for k in self.arch_defaults}
         self.stem = nn.Sequential(
             ConvBN(3, dims[0] // 2, 3, 2, 1, bias=True), nn.ReLU(),
             ConvBN(dims[0] // 2, dims[0], 3, 2, 1, bias=True), nn.ReLU())
@@ -401,7 +301,26 @@ class EfficientFormer(BaseBackbone):
             for i in range(4)])
         self.out_channels = [dims[i] for i in self.out_indices]
         self._init_layers()
-        self._freeze_stages()
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.attn_impl = attn_impl
+        self.finish_init(deploy)
+
+    @classmethod
+    def check_arch(cls, arch):
+        arch = super().check_arch(arch)
+        num_vit, last = arch['num_vit'], arch['depths'][3]
+        if not isinstance(num_vit, int) or isinstance(num_vit, bool) or not 0 <= num_vit <= last:
+            raise ConfigError(f'EfficientFormer arch: num_vit={num_vit!r} (Meta3D blocks at the '
+                              f'end of the last stage) must be an int in 0..depths[3]={last}.')
+        pool = arch['pool_size']
+        if not isinstance(pool, int) or pool < 1 or pool % 2 == 0:
+            raise ConfigError(f'EfficientFormer arch: pool_size={pool!r} must be an odd int.')
+        for key in ('num_heads', 'key_dim', 'resolution'):
+            if not isinstance(arch[key], int) or arch[key] < 1:
+                raise ConfigError(f'EfficientFormer arch: {key}={arch[key]!r} must be a '
+                                  f'positive int.')
+        return arch
 
     def _init_layers(self):
         """The authors' initialisation: truncated normal (std 0.02) for linear and MLP convs."""
@@ -417,18 +336,6 @@ class EfficientFormer(BaseBackbone):
             norm.eval()
             for param in norm.parameters():
                 param.requires_grad = False
-
-    def forward_stage(self, stage, x):
-        """Meta4D blocks on the map, then (last stage) Meta3D blocks on tokens made once."""
-        x = self.run_blocks(stage.blocks[:stage.num_conv_blocks], stage.downsample(x))
-        if stage.num_conv_blocks < len(stage.blocks):
-            n, c, h, w = x.shape
-            tokens = x.flatten(2).transpose(1, 2)
-            attn_blocks = [partial(block, hw=(h, w))
-                           for block in stage.blocks[stage.num_conv_blocks:]]
-            tokens = self.run_blocks(attn_blocks, tokens)
-            x = tokens.transpose(1, 2).reshape(n, c, h, w)
-        return x
 
     def forward_output(self, index, x):
         return self.out_norms[index](x)

@@ -30,12 +30,12 @@ offset ``(|dy|, |dx|)`` on the token grids of a 224 input: 7x7 for both self-att
 attends on the 7x7 grid its stride-2 conv makes of its 14x14 map, stage 4 on its 7x7 map) and
 14x14 for attention downsampling (7x7 queries at every other position of the 14x14 key grid).
 For another grid the table is resized bicubically (``align_corners=False``, shared with
-EfficientFormer V1, see :func:`mmext.models.efficientformer.resize_bias_table`) to the key
+EfficientFormer V1, see :func:`mmext.models.layers.resize_bias_table`) to the key
 grid's size, and each query/key pair takes the entry at its own offset; the index buffers are
 rebuilt for the grid, never loaded. At the pretraining grid the table is used as it is, so at
 224 the model equals the authors'. In inference (no gradients) the per-grid bias is cached,
 keyed by grid, device and dtype and tied to the table's version (see
-:class:`~mmext.models.efficientformer.AttentionBiasTable`), so repeated sizes cost nothing.
+:class:`~mmext.models.layers.AttentionBiasTable`), so repeated sizes cost nothing.
 
 Folding: :meth:`switch_to_deploy` folds every BatchNorm into its conv (stem, downsampling, FFNs,
 q/k/v, local values, stride convs, attention projections; a BN before a GELU goes into the conv
@@ -54,23 +54,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmext.errors import ConfigError
-from mmext.models.base import BaseBackbone
-from mmext.models.efficientformer import AttentionBiasTable, ConvMlp, attention_with_bias
-from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale
+from mmext.models.base import BaseBackbone, BaseStage
+from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
+                                 check_attn_impl, drop_path, fold_output_scale)
 from mmext.registry import MODELS
 
 
-class ConvFFN(ConvMlp):
+class ConvFFN(nn.Module):
     """The unified FFN: ``1x1 Conv-BN -> GELU -> 3x3 DW Conv-BN -> GELU -> 1x1 Conv-BN``.
 
-    Extends EfficientFormer's :class:`~mmext.models.efficientformer.ConvMlp` by the depthwise
-    ``mid`` conv. Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
+    Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
     """
 
     def __init__(self, channels, hidden_channels):
-        super().__init__(channels, hidden_channels)
+        super().__init__()
+        self.fc1 = ConvBN(channels, hidden_channels, bias=True)
+        self.act = nn.GELU()
         self.mid = ConvBN(hidden_channels, hidden_channels, 3, 1, 1, groups=hidden_channels,
                           bias=True)
+        self.fc2 = ConvBN(hidden_channels, channels, bias=True)
 
     def forward(self, x):
         x = self.act(self.fc1(x))
@@ -132,7 +134,8 @@ class Attention4D(AttentionBiasTable):
         scores = ((q * self.scale) @ k).add_(bias)  # (N, heads, hw, hw)
         attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
         # (v attn^T) is (N, heads, value_dim, hw): already the map's layout, so no transpose copy
-        out = (v @ attn.transpose(2, 3)).reshape(n, -1, h, w) + v_local
+        out = (v @ attn.transpose(2, 3)).reshape(n, self.num_heads * self.value_dim, h, w)
+        out = out + v_local
         if self.stride_conv is not None:
             out = F.interpolate(out, scale_factor=self.stride, mode='bilinear',
                                 align_corners=False)
@@ -177,7 +180,7 @@ class Attention4DDownsample(AttentionBiasTable):
     ``q`` from :class:`LocalGlobalQuery`, ``k, v`` 1x1 Conv-BNs of the input;
     ``out = softmax(q k^T / sqrt(key_dim) + bias) v + v_local`` with ``v_local`` a 3x3 stride-2
     depthwise Conv-BN of ``v``; then ``GELU -> 1x1 Conv-BN`` to ``out_dim``. No talking heads,
-    so it runs as :func:`~mmext.models.efficientformer.attention_with_bias`.
+    so it runs as :func:`~mmext.models.layers.attention_with_bias` (``attn_impl``).
 
     Args:
         resolution (int): side of the key grid the bias table was learned on (14 at 224).
@@ -185,8 +188,10 @@ class Attention4DDownsample(AttentionBiasTable):
     Shapes: ``(N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))``.
     """
 
-    def __init__(self, dim, out_dim, key_dim=16, num_heads=8, attn_ratio=4, resolution=14):
+    def __init__(self, dim, out_dim, key_dim=16, num_heads=8, attn_ratio=4, resolution=14,
+                 attn_impl='auto'):
         super().__init__(num_heads, resolution)
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.value_dim = int(attn_ratio * key_dim)
@@ -209,8 +214,8 @@ class Attention4DDownsample(AttentionBiasTable):
         v_local = self.v_local(v)
         v = v.reshape(n, self.num_heads, self.value_dim, h * w).transpose(2, 3)
         bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
-        out = attention_with_bias(q, k, v, bias, self.scale)
-        out = out.transpose(2, 3).reshape(n, -1, hq, wq) + v_local
+        out = attention_with_bias(q, k, v, bias, self.scale, self.attn_impl)
+        out = out.transpose(2, 3).reshape(n, self.num_heads * self.value_dim, hq, wq) + v_local
         return self.proj(self.act(out))
 
 
@@ -268,7 +273,7 @@ class EfficientFormerV2Block(nn.Module):
             self.ls2 = nn.Identity()
 
 
-class EfficientFormerV2Stage(nn.Module):
+class EfficientFormerV2Stage(BaseStage):
     """Optional :class:`Downsample`, then ``depth`` blocks, the last ``num_vit`` with attention.
 
     Shapes: ``(N, C_in, H, W) -> (N, C, ceil(H/2), ceil(W/2))`` when it downsamples, else
@@ -288,6 +293,9 @@ class EfficientFormerV2Stage(nn.Module):
                                    layer_scale_init_value=layer_scale_init_value,
                                    drop_path_rate=dpr)
             for j, (ratio, dpr) in enumerate(zip(mlp_ratios, drop_path_rates))])
+
+    def forward(self, x):
+        return self.run_blocks(self.blocks, self.downsample(x))
 
 
 @MODELS.register_module()
@@ -324,14 +332,19 @@ class EfficientFormerV2(BaseBackbone):
                               [4, 4, 4, 3, 3, 3, 3, 4, 4, 4]]),
     }
     arch_keys = ('embed_dims', 'depths', 'num_vit')
+    arch_defaults = dict(mlp_ratios=[4, 4, 4, 4], pretrain_size=224, layer_scale_init_value=1e-5)
+    stage_keys = ('embed_dims', 'depths', 'mlp_ratios')
 
     def __init__(self, arch='s0', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
-                 with_cp=False, init_cfg=None, drop_path_rate=0.0):
+                 with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',
+                 deploy=False):
         super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
-        dims, depths, num_vit, mlp_ratios = self._check_arch(self.arch)
+        check_attn_impl(attn_impl, 'EfficientFormerV2')
+        dims, depths, num_vit = self.arch['embed_dims'], self.arch['depths'], self.arch['num_vit']
+        mlp_ratios = self.block_mlp_ratios(self.arch)
         # Token grids of the pretraining input: stride 16 (attention downsampling's keys) and
         # stride 32 (both self-attentions; stage 3 reaches it through its stride-2 conv).
-        grid16 = math.ceil(self.arch.get('pretrain_size', 224) / 16)
+        grid16 = math.ceil(self.arch['pretrain_size'] / 16)
         grid32 = math.ceil(grid16 / 2)
         total = sum(depths)
         rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
@@ -346,33 +359,41 @@ class EfficientFormerV2(BaseBackbone):
                 num_vit=num_vit if i >= 2 else 0, downsample=i > 0, downsample_attn=i == 3,
                 downsample_resolution=grid16, attn_resolution=grid32,
                 attn_stride=2 if i == 2 else 1, drop_path_rates=rates[start:start + depth],
-                layer_scale_init_value=self.arch.get('layer_scale_init_value', 1e-5)))
+                layer_scale_init_value=self.arch['layer_scale_init_value']))
         self.out_channels = [dims[i] for i in self.out_indices]
         self._init_layers()
-        self._freeze_stages()
+        for m in self.modules():
+            if isinstance(m, Attention4DDownsample):
+                m.attn_impl = attn_impl
+        self.finish_init(deploy)
 
     @classmethod
-    def _check_arch(cls, arch):
-        """Validate a (custom) arch; return dims, depths, num_vit and per-block MLP ratios."""
-        dims, depths, num_vit = arch['embed_dims'], arch['depths'], arch['num_vit']
-        if len(dims) != 4 or len(depths) != 4:
-            raise ConfigError(f'{cls.__name__}: embed_dims and depths need 4 entries (one per '
-                              f'stage), got {list(dims)} and {list(depths)}.')
-        if not 0 <= num_vit <= min(depths[2], depths[3]):
+    def check_arch(cls, arch):
+        """Lengths (4 per stage), ``num_vit`` within stages 3 and 4, one MLP ratio per block."""
+        arch = super().check_arch(arch)
+        depths, num_vit = arch['depths'], arch['num_vit']
+        if (not isinstance(num_vit, int) or isinstance(num_vit, bool)
+                or not 0 <= num_vit <= min(depths[2], depths[3])):
             raise ConfigError(f'{cls.__name__}: num_vit={num_vit} must be between 0 and the '
                               f'depth of stages 3 and 4 ({depths[2]}, {depths[3]}).')
-        mlp_ratios = arch.get('mlp_ratios', [4] * 4)
-        if len(mlp_ratios) != 4:
-            raise ConfigError(f'{cls.__name__}: mlp_ratios needs 4 entries (one per stage), '
-                              f'got {len(mlp_ratios)}.')
+        cls.block_mlp_ratios(arch)
+        size = arch['pretrain_size']
+        if not isinstance(size, int) or size < 32:
+            raise ConfigError(f'{cls.__name__}: pretrain_size={size!r} must be an int >= 32.')
+        return arch
+
+    @classmethod
+    def block_mlp_ratios(cls, arch):
+        """``mlp_ratios`` as one list per stage with one ratio per block."""
         ratios = []
-        for i, ratio in enumerate(mlp_ratios):
-            ratio = [ratio] * depths[i] if isinstance(ratio, (int, float)) else list(ratio)
-            if len(ratio) != depths[i]:
+        for i, ratio in enumerate(arch['mlp_ratios']):
+            ratio = ([ratio] * arch['depths'][i] if isinstance(ratio, (int, float))
+                     else list(ratio))
+            if len(ratio) != arch['depths'][i]:
                 raise ConfigError(f'{cls.__name__}: mlp_ratios[{i}] has {len(ratio)} entries '
-                                  f'but stage {i} has {depths[i]} blocks.')
+                                  f'but stage {i} has {arch["depths"][i]} blocks.')
             ratios.append(ratio)
-        return dims, depths, num_vit, ratios
+        return ratios
 
     def _init_layers(self):
         """The authors' initialisation: truncated normal (std 0.02) for the FFNs' 1x1 convs."""
