@@ -7,7 +7,8 @@ Each family's module registers its layouts (pure key-mapping functions) when imp
 """
 from mmext.checkpoints.loading import (LAYOUTS, convert_checkpoint,  # noqa: F401
                                        convert_state_dict, extract_state_dict, family_of,
-                                       init_pretrained, load_pretrained, read_checkpoint)
+                                       init_pretrained, load_pretrained, pretrained_entry,
+                                       read_checkpoint)
 from mmext.checkpoints.sources import resolve_checkpoint  # noqa: F401
 from mmext.checkpoints.zoo import ZOO, get_weights  # noqa: F401
 from mmext.checkpoints import shvit  # noqa: F401

@@ -226,6 +226,23 @@ def _is_pretrained(cfg):
     return isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
 
 
+def pretrained_entry(init_cfg):
+    """The ``type='Pretrained'`` dict of an ``init_cfg`` given as a dict or a list, else ``None``.
+
+    Raises:
+        ConfigError: more than one ``Pretrained`` entry, or one without a checkpoint.
+    """
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    pretrained = [c for c in cfgs if _is_pretrained(c)]
+    if not pretrained:
+        return None
+    if len(pretrained) > 1:
+        raise ConfigError(f'init_cfg has {len(pretrained)} Pretrained entries; give one.')
+    if not pretrained[0].get('checkpoint'):
+        raise ConfigError("init_cfg type='Pretrained' needs checkpoint=<path or URL>.")
+    return pretrained[0]
+
+
 def init_pretrained(model, init_cfg, logger='current'):
     """Apply an ``init_cfg`` given as a dict or a list, with mmext's loader for ``Pretrained``.
 
@@ -238,15 +255,10 @@ def init_pretrained(model, init_cfg, logger='current'):
         LoadReport | None: ``None`` when ``init_cfg`` has no ``Pretrained`` entry (the caller then
         runs mmengine's own initialisation).
     """
-    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    pretrained = [c for c in cfgs if _is_pretrained(c)]
-    if not pretrained:
+    cfg = pretrained_entry(init_cfg)
+    if cfg is None:
         return None
-    if len(pretrained) > 1:
-        raise ConfigError(f'init_cfg has {len(pretrained)} Pretrained entries; give one.')
-    cfg = pretrained[0]
-    if not cfg.get('checkpoint'):
-        raise ConfigError("init_cfg type='Pretrained' needs checkpoint=<path or URL>.")
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
     others = [c for c in cfgs if not _is_pretrained(c)]
     if others:
         from mmengine.model.weight_init import initialize

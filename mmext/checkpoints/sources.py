@@ -183,7 +183,12 @@ def local_candidates(url):
 
 def resolve_checkpoint(checkpoint):
     """The local file for a path or URL, downloading a URL into the cache the first time."""
+    from mmext.utils import is_remote
     if not is_url(checkpoint):
+        if is_remote(checkpoint):
+            raise CheckpointError(
+                f'{checkpoint!r}: mmext downloads http:// and https:// URLs only; copy the file '
+                f'to a local path (or MMEXT_WEIGHTS_DIR) and point init_cfg.checkpoint at it.')
         return os.path.expanduser(os.fspath(checkpoint))
     url = checkpoint
     expected = expected_sha256(url)
