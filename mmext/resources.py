@@ -36,8 +36,11 @@ mmseg configs whose own ``mmdet::``/``mmseg::`` bases already carry the right sc
 ``_scope_='mmext'`` is stamped on their dicts (mmdet's detectors are not in mmext's registry).
 
 Version guard: both steps touch mmengine internals and are applied on mmengine 0.10.x only, the
-series they were written and tested against (setup.py requires ``mmengine>=0.10,<0.11``). On any
-other version nothing is patched and a warning says that ``mmext::`` bases may not resolve.
+series they were written and tested against (setup.py requires ``mmengine>=0.10,<0.11``), and only
+when ``Config._get_cfg_path`` still takes ``(cfg_path, filename)``. Otherwise nothing is patched and
+a warning says that ``mmext::`` bases may not resolve. ``MMEXT_NO_PATCH=1`` (see
+:mod:`mmext.compat`) turns this off with mmext's other mmengine patches; configs can then still
+be given by path (:func:`config_path`).
 
 What a user needs: mmengine learns the name when ``mmext`` is imported, so the process that reads
 the config must ``import mmext`` before ``Config.fromfile``. ``custom_imports`` in the same config
@@ -45,6 +48,7 @@ comes too late: mmengine resolves ``_base_`` before it runs ``custom_imports``. 
 ``tools/train.py`` and ``tools/test.py`` import mmext first; a script of one's own (or another
 tool) needs ``import mmext`` at its top.
 """
+import inspect
 import os
 import os.path as osp
 import warnings
@@ -175,16 +179,23 @@ def register_config_package():
     Idempotent. Returns True when mmengine was patched (or already was), False when the installed
     mmengine is outside the supported 0.10.x series and nothing was touched.
     """
-    low, high = _SUPPORTED_MMENGINE
-    if not low <= _mmengine_version() < high:
-        import mmengine
-        warnings.warn(
-            f'mmext: mmengine {mmengine.__version__} is outside the 0.10.x series whose config '
-            f'loader mmext extends; `_base_ = "mmext::..."` may not resolve. Use the config\'s '
-            f'path instead (mmext.resources.config_path gives it).', stacklevel=2)
+    from mmext.compat import patching_disabled
+    if patching_disabled():
         return False
+    import mmengine
     from mmengine.config import Config
     from mmengine.config import utils as config_utils
+    low, high = _SUPPORTED_MMENGINE
+    get_cfg_path = getattr(Config, '_get_cfg_path', None)
+    fits = (low <= _mmengine_version() < high and get_cfg_path is not None
+            and isinstance(getattr(config_utils, 'MODULE2PACKAGE', None), dict)
+            and list(inspect.signature(get_cfg_path).parameters) == ['cfg_path', 'filename'])
+    if not fits:
+        warnings.warn(
+            f'mmext: mmengine {mmengine.__version__} is not the 0.10.x series whose config '
+            f'loader mmext extends; `_base_ = "mmext::..."` may not resolve. Give the config\'s '
+            f'path instead (mmext.resources.config_path returns it).', stacklevel=2)
+        return False
     config_utils.MODULE2PACKAGE.setdefault('mmext', 'mmext')
     if not getattr(Config._get_cfg_path, '_mmext_scheme', False):
         Config._get_cfg_path = staticmethod(_resolve_cfg_path(Config._get_cfg_path))
