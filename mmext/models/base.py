@@ -315,7 +315,7 @@ class BaseBackbone(BaseModule):
         no key that only this structure has, yet cover a module where this structure has such a
         key (e.g. ``X.conv.weight`` without ``X.bn.*``). Works on filtered key sets too."""
         only_own, only_other = self._structure_keys()
-        if not only_own or keys & only_own:
+        if keys & only_own:
             return False
         if keys & only_other:
             return True
