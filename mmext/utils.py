@@ -45,3 +45,10 @@ def unwrap_model(model):
     """The model inside mmengine's / torch's distributed wrappers (``.module``), else itself."""
     from mmengine.model import is_model_wrapper
     return model.module if is_model_wrapper(model) else model
+
+
+def error_line(exc, limit=300):
+    """``'<Type>: <message>'`` of an exception on one line (whitespace collapsed, at most
+    ``limit`` characters of message): how benchmark rows and ONNX checks report a failure."""
+    text = ' '.join(str(exc).split())
+    return f'{type(exc).__name__}: {text[:limit]}'

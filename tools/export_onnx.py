@@ -8,6 +8,10 @@ Example:
 
 Outputs are named level<i> for each returned stage i. Without --checkpoint the weights are random
 (fine to check the graph, not for deployment).
+
+The output must end in .onnx and must not exist (--force replaces it). The graph is written to a
+temporary file next to it and renamed only after ONNX Runtime's outputs matched PyTorch's within
+--tol at every size: a failed export or check leaves no file and an existing output untouched.
 """
 import argparse
 import os.path as osp
@@ -44,12 +48,14 @@ def main(argv=None):
     parser.add_argument('--exporter', default='auto', choices=['auto', 'torchscript', 'dynamo'])
     parser.add_argument('--tol', type=float, default=1e-4, help='largest relative error allowed')
     parser.add_argument('--static', action='store_true', help='fixed input shape (first size)')
+    parser.add_argument('--force', action='store_true', help='replace an existing .onnx file')
     args = parser.parse_args(argv)
 
     from mmext.deploy import export_backbone
     info = export_backbone(args.type, args.arch, args.out, checkpoint=args.checkpoint,
                            sizes=[_size(s) for s in args.sizes], opset=args.opset,
-                           exporter=args.exporter, tol=args.tol, dynamic=not args.static)
+                           exporter=args.exporter, tol=args.tol, dynamic=not args.static,
+                           force=args.force)
     print(f'wrote {info["path"]} ({info["exporter"]} exporter, opset {info["opset"]}, outputs '
           f'{", ".join(info["output_names"])})')
     for size, err in info['errors'].items():

@@ -10,6 +10,7 @@ import time
 import torch
 
 from mmext.deploy.runners import cudnn_benchmark, make_runner, threads_context
+from mmext.utils import error_line
 
 
 def time_runner(run, device, warmup, iters):
@@ -51,7 +52,6 @@ def measure_latency(model, input_shape=(1, 3, 224, 224), mode='deploy', warmup=5
             runner.close()
 
 
-
 def fill_times(row, times):
     med = statistics.median(times)
     row.update(median_ms=round(med, 4), min_ms=round(min(times), 4), max_ms=round(max(times), 4),
@@ -60,10 +60,8 @@ def fill_times(row, times):
 
 
 def failure_status(exc):
-    text = ' '.join(str(exc).split())
-    return f'failed: {type(exc).__name__}: {text[:300]}'
-
-
+    """A row's ``status`` for a case that raised ``exc``."""
+    return f'failed: {error_line(exc)}'
 
 
 def time_cases(cases, protocol, settings, rounds=1):
@@ -103,7 +101,6 @@ def time_cases(cases, protocol, settings, rounds=1):
                 runner.close()
         free_cuda()
     return [row for row, _ in cases]
-
 
 
 def free_cuda():

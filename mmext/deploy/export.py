@@ -16,7 +16,7 @@ file and line of every such conversion).
 import copy
 import os
 import os.path as osp
-import re
+import tempfile
 import warnings
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 
 from mmext.deploy.build import build_backbone
 from mmext.errors import ConfigError, MmextError
-from mmext.utils import max_rel_err, output_list
+from mmext.utils import error_line, max_rel_err, output_list
 
 DEFAULT_OPSET = 17
 INPUT_NAME = 'input'
@@ -105,7 +105,8 @@ def export_onnx(model, path, input_shape=(1, 3, 224, 224), opset=DEFAULT_OPSET, 
 
     Args:
         model (nn.Module): returns a tensor or a tuple of tensors (one per level).
-        path (str): the ``.onnx`` file to write (its folder is created).
+        path (str): the ``.onnx`` file to write (its folder is created); written in place,
+            so use :func:`export_backbone` (temp file, verified, then renamed) for user paths.
         input_shape (tuple): ``(N, 3, H, W)`` of the example input the graph is traced with.
         opset (int): ONNX opset, at least 17.
         dynamic (bool): batch, height and width of the input (and of every output) are dynamic
@@ -117,6 +118,9 @@ def export_onnx(model, path, input_shape=(1, 3, 224, 224), opset=DEFAULT_OPSET, 
         dict: ``path``, ``input_name``, ``output_names``, ``exporter``, ``opset``, ``dynamic``
         and ``tracer_warnings`` (``file:line: message`` of each shape the tracer had to freeze).
     """
+    if not str(path).lower().endswith('.onnx'):
+        raise ConfigError(f'{path!r} does not end in .onnx; an ONNX graph is only written to a '
+                          '<name>.onnx file.')
     if opset < 17:
         raise ConfigError(f'opset {opset} is too old for these backbones; use 17 or newer.')
     exporter = choose_exporter(exporter)
@@ -190,7 +194,7 @@ def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, th
         try:
             outs = session.run(None, {input_name: x.numpy()})
         except Exception as exc:  # onnxruntime raises its own types
-            entry['error'] = f'onnxruntime failed: {_first_line(exc)}'
+            entry['error'] = f'onnxruntime failed: {error_line(exc, 400)}'
             results[f'{h}x{w}'] = entry
             continue
         bad = [(list(r.shape), list(o.shape)) for r, o in zip(refs, outs) if r.shape != o.shape]
@@ -204,19 +208,70 @@ def verify_onnx(model, path, sizes=((224, 224), (320, 480)), batch=1, seed=0, th
     return results
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    text = re.sub(r'\s+', ' ', text)
-    return f'{type(exc).__name__}: {text[:400]}'
+# ------------------------------------------------------------------------------------ output file
+def check_output_path(out, force=False, inputs=()):
+    """The absolute path of ``out`` once it is safe to write; else :class:`ConfigError`.
+
+    Refused: a name not ending in ``.onnx`` (the tool never writes over a checkpoint or any other
+    kind of file), one of the ``inputs`` (e.g. the checkpoint being read), a folder, an existing
+    file unless ``force``, and a folder that cannot be created or written.
+    """
+    out = str(out)
+    path = osp.abspath(out)
+    for other in inputs:
+        if other and osp.exists(other) and osp.exists(path) and osp.samefile(other, path):
+            raise ConfigError(f'the output {out!r} is the input {other!r}; write the ONNX graph '
+                              'to another file.')
+    if not out.lower().endswith('.onnx'):
+        raise ConfigError(f'the output {out!r} does not end in .onnx; give an output file '
+                          'named <name>.onnx (nothing is written over another kind of file).')
+    if osp.isdir(path):
+        raise ConfigError(f'the output {out!r} is a folder; give a file name ending in .onnx.')
+    if osp.lexists(path) and not force:
+        raise ConfigError(f'{out!r} already exists; pass --force (force=True) to replace it.')
+    folder = osp.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f'cannot create the output folder {folder!r}: part of that path is a '
+                          'file, not a folder; choose another output path.') from None
+    except OSError as exc:
+        raise ConfigError(f'cannot create the output folder {folder!r} '
+                          f'({exc.strerror or exc}); choose another output path.') from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f'cannot write into {folder!r} (permission denied); choose another '
+                          'output path.')
+    return path
+
+
+def _temp_path(path):
+    """An empty temporary ``.onnx`` file next to ``path`` (same file system: renamed atomically)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp.onnx',
+                                   dir=osp.dirname(path))
+    except OSError as exc:
+        raise ConfigError(f'cannot write into {osp.dirname(path)!r} ({exc.strerror or exc}); '
+                          'choose another output path.') from None
+    os.close(fd)
+    return tmp
+
+
+def _problems(errors, tol):
+    return [f'{size}: {e["error"] or "relative error %.3g > %g" % (e["max_rel_err"], tol)}'
+            for size, e in errors.items() if e['error'] or not e['max_rel_err'] < tol]
 
 
 # ------------------------------------------------------------------------------------ backbones
 def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 480)),
                     opset=DEFAULT_OPSET, exporter='auto', tol=1e-4, dynamic=True, check=True,
-                    model=None):
+                    model=None, force=False):
     """Export the deploy-mode backbone to ``out`` and verify it with ONNX Runtime.
 
-    The graph is traced at the first of ``sizes`` and checked at all of them.
+    The graph is traced at the first of ``sizes`` and checked at all of them. It is written to a
+    temporary file in ``out``'s folder and renamed to ``out`` only once the check passed: a graph
+    that fails (or an export that breaks) leaves no file behind and an existing ``out`` as it
+    was. ``out`` must end in ``.onnx`` and must not exist unless ``force``
+    (:func:`check_output_path`).
 
     Args:
         type, arch (str): the backbone, e.g. ``'SHViT', 's4'``.
@@ -226,8 +281,10 @@ def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 4
         sizes: ``(H, W)`` input sizes to verify (at least two different ones prove the graph
             has dynamic height and width).
         tol (float): largest relative error accepted.
-        check (bool): raise :class:`MmextError` when a size fails or exceeds ``tol``.
+        check (bool): raise :class:`MmextError` when a size fails or exceeds ``tol`` (False
+            writes ``out`` whatever the errors are).
         model (nn.Module, optional): use this (already fused) model instead of building one.
+        force (bool): replace an existing ``out``.
 
     Returns:
         dict: what :func:`export_onnx` returns plus ``errors`` (:func:`verify_onnx`) and
@@ -235,24 +292,34 @@ def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 4
     """
     if not sizes:
         raise ConfigError('give at least one input size to export and verify at.')
+    path = check_output_path(out, force, inputs=(checkpoint, ))
     if model is None:
         model = build_backbone(type, arch, checkpoint=checkpoint)
     h, w = sizes[0]
-    info = export_onnx(model, out, (1, 3, int(h), int(w)), opset=opset, dynamic=dynamic,
-                       exporter=exporter)
-    info['errors'] = verify_onnx(model, out, sizes)
-    info['max_rel_err'] = max(e['max_rel_err'] for e in info['errors'].values())
-    info['model'] = f'{type}-{arch}'
-    if check:
-        problems = [f'{size}: {e["error"] or "relative error %.3g > %g" % (e["max_rel_err"], tol)}'
-                    for size, e in info['errors'].items()
-                    if e['error'] or not e['max_rel_err'] < tol]
-        if problems:
+    tmp = _temp_path(path)
+    try:
+        try:
+            info = export_onnx(model, tmp, (1, 3, int(h), int(w)), opset=opset,
+                               dynamic=dynamic, exporter=exporter)
+        except MmextError:
+            raise
+        except Exception as exc:  # the exporter's own errors, deep inside torch.onnx
+            raise MmextError(f'exporting {type}-{arch} to ONNX failed ({error_line(exc)}); '
+                             f'nothing was written to {out}.') from exc
+        info['errors'] = verify_onnx(model, tmp, sizes)
+        info['max_rel_err'] = max(e['max_rel_err'] for e in info['errors'].values())
+        problems = _problems(info['errors'], tol)
+        if check and problems:
             hint = ''
             if info['tracer_warnings']:
-                hint = ('\nThe tracer froze these shapes (each one is a Python number taken from '
-                        'a tensor shape; the graph only works at the traced size):\n  ' +
-                        '\n  '.join(info['tracer_warnings']))
-            raise MmextError(f'the ONNX graph of {type}-{arch} ({out}) does not match PyTorch:\n  '
-                             + '\n  '.join(problems) + hint)
+                hint = (' The tracer froze these shapes (a Python number taken from a tensor '
+                        'shape; the graph then only works at the traced size): ' +
+                        '; '.join(info['tracer_warnings']))
+            raise MmextError(f'the ONNX graph of {type}-{arch} does not match PyTorch ('
+                             + '; '.join(problems) + f'); nothing was written to {out}.' + hint)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    info.update(path=out, model=f'{type}-{arch}')
     return info

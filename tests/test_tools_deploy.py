@@ -1,0 +1,130 @@
+"""The deploy/analysis command lines refuse bad input with one ``error: ...`` line and exit code 2,
+and never destroy a file: tools/export_onnx.py, tools/summarize_results.py, tools/get_flops.py."""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmext.errors import run_cli
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def user_error(capsys, tool, argv):
+    """Run ``tools/<tool>.py argv`` as the command line does; return its one error line."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(load_tool(tool).main, argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err, err
+    return err
+
+
+def snapshot(folder):
+    """``{name: bytes}`` of every file in ``folder`` (hidden temporary files included)."""
+    return {name: open(osp.join(folder, name), 'rb').read() for name in sorted(os.listdir(folder))}
+
+
+# ------------------------------------------------------------------------------------ export
+@pytest.fixture
+def shvit_checkpoint(tmp_path):
+    """A real SHViT-S1 checkpoint (tensors only), written with torch.save."""
+    from mmext.deploy import build_backbone
+    path = tmp_path / 'shvit_s1.pth'
+    torch.save(build_backbone('SHViT', 's1', deploy=False).state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_export_cli_writes_a_graph_onnxruntime_runs(tmp_path, subprocess_env):
+    """The command line end to end; ONNX Runtime then runs the file at a size not verified."""
+    ort = pytest.importorskip('onnxruntime')
+    out = tmp_path / 'new' / 'shvit_s1.onnx'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'export_onnx.py'), 'SHViT',
+                           's1', str(out), '--sizes', '64x64', '80x112'],
+                          env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'wrote {out}' in proc.stdout and '80x112: max relative error' in proc.stdout
+    assert os.listdir(out.parent) == ['shvit_s1.onnx']  # no temporary file left
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    outs = session.run(None, {'input': torch.randn(2, 3, 96, 128).numpy()})
+    # SHViT-S1 returns strides 16, 32, 64 with 128, 224, 320 channels
+    assert [list(o.shape) for o in outs] == [[2, 128, 6, 8], [2, 224, 3, 4], [2, 320, 2, 2]]
+    assert [o.name for o in session.get_outputs()] == ['level0', 'level1', 'level2']
+
+
+def test_export_never_writes_over_a_checkpoint(tmp_path, capsys, shvit_checkpoint):
+    before = snapshot(tmp_path)
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(shvit_checkpoint)])
+    assert 'does not end in .onnx' in err
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(shvit_checkpoint), '--checkpoint',
+                                             str(shvit_checkpoint), '--force'])
+    assert 'is the input' in err
+    assert snapshot(tmp_path) == before
+    state = torch.load(shvit_checkpoint, weights_only=True)  # still the weights, readable
+    assert any(k.endswith('weight') for k in state)
+
+
+def test_export_keeps_an_existing_onnx_without_force(tmp_path, capsys):
+    out = tmp_path / 'model.onnx'
+    out.write_bytes(b'an earlier export')
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(out)])
+    assert 'already exists' in err and '--force' in err
+    assert snapshot(tmp_path) == {'model.onnx': b'an earlier export'}
+
+
+def test_export_failing_verification_leaves_nothing(tmp_path, capsys):
+    """--tol 0 fails the check: no new file, an existing one (with --force) kept as it was."""
+    out = tmp_path / 'model.onnx'
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(out), '--tol', '0',
+                                             '--sizes', '32'])
+    assert 'does not match PyTorch' in err and 'nothing was written' in err
+    assert os.listdir(tmp_path) == []
+    out.write_bytes(b'an earlier export')
+    user_error(capsys, 'export_onnx', ['SHViT', 's1', str(out), '--tol', '0', '--sizes', '32',
+                                       '--force'])
+    assert snapshot(tmp_path) == {'model.onnx': b'an earlier export'}
+
+
+def test_export_unwritable_output(tmp_path, capsys):
+    (tmp_path / 'a_file').write_text('not a folder')
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path / 'a_file' / 'm.onnx')])
+    assert 'cannot create the output folder' in err
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path)])
+    assert 'does not end in .onnx' in err
+    (tmp_path / 'dir.onnx').mkdir()
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path / 'dir.onnx')])
+    assert 'is a folder' in err
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        locked = tmp_path / 'locked'
+        locked.mkdir(mode=0o500)
+        err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(locked / 'm.onnx')])
+        assert 'permission denied' in err
+
+
+def test_export_bad_size(capsys, tmp_path):
+    err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path / 'm.onnx'),
+                                             '--sizes', '0x64'])
+    assert 'a size is HxW' in err
