@@ -42,12 +42,17 @@ def test_missing_checkpoint_is_clear(tmp_path):
         CheckpointLoader.load_checkpoint(str(tmp_path / 'none.pth'))
 
 
+EXPECTED_MODELS = ['EdgeViT', 'EfficientFormer', 'EfficientFormerV2', 'SHViT', 'TransConvFPN']
+
+
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 def test_every_model_is_registered_downstream(scope):
     from mmext.registry import MODELS
-    registry = pytest.importorskip(f'{scope}.registry').MODELS
-    assert MODELS.module_dict, 'mmext registers nothing'
-    for name, cls in MODELS.module_dict.items():
+    registry = pytest.importorskip(f'{scope}.registry',
+                                   reason=f'{scope} is not installed').MODELS
+    assert sorted(MODELS.module_dict) == EXPECTED_MODELS  # an explicit list, not the registry's
+    for name in EXPECTED_MODELS:
+        cls = MODELS.get(name)
         assert registry.get(name) is cls
         assert registry.get(f'mmext.{name}') is cls
 
@@ -73,3 +78,68 @@ def test_getattr_stand_in_resolves_history_buffer_statistics_only():
                         (np, 'load'), (HistoryBuffer, 'nonexistent')]:
         with pytest.raises(pickle.UnpicklingError):
             _history_buffer_statistic(owner, name)
+
+
+def test_real_getattr_is_never_allow_listed():
+    """What is registered: getattr names resolve to mmext's restricted stand-in only."""
+    import builtins
+
+    from mmext.compat import _history_buffer_statistic
+    entries = torch.serialization.get_safe_globals()
+    assert builtins.getattr not in entries
+    named = {name: fn for fn, name in (e for e in entries if isinstance(e, tuple))}
+    assert named['builtins.getattr'] is _history_buffer_statistic
+    assert named['__builtin__.getattr'] is _history_buffer_statistic
+    assert HistoryBuffer in entries
+
+
+class GetattrProbe:
+    """Unpickles as ``getattr(HistoryBuffer, '__init__')``: a type that is allowed, reached
+    through an attribute that is not. With the real getattr allowed, this loads."""
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def test_hostile_getattr_probe_is_refused(tmp_path):
+    from mmext.checkpoints import load_pretrained
+    from mmext.models import SHViT
+    path = tmp_path / 'probe.pth'
+    torch.save({'state_dict': SHViT('s1').state_dict(), 'meta': {'hook': GetattrProbe()}}, path)
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        load_pretrained(SHViT('s1'), str(path))
+
+
+def test_patches_are_version_guarded(monkeypatch):
+    import mmengine
+
+    from mmext import compat
+    assert compat.APPLIED == [name for name, *_ in compat.PATCHES]  # all three apply here
+    monkeypatch.setattr(torch, '__version__', '2.3.1')
+    assert not compat._torch_allows_globals()
+    monkeypatch.setattr(mmengine, '__version__', '0.9.1')
+    assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
+    monkeypatch.setattr(mmengine, '__version__', '1.0.0')
+    assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
+
+
+def test_mmext_no_patch_turns_every_patch_off(tmp_path):
+    import os
+    import subprocess
+    import sys
+    code = ('import torch, mmext\n'
+            'from mmext import compat\n'
+            'from mmengine.runner.checkpoint import CheckpointLoader\n'
+            'from mmengine.config import utils\n'
+            'assert compat.APPLIED == [], compat.APPLIED\n'
+            "assert CheckpointLoader._schemes[''] is not compat.load_local_weights_only\n"
+            'assert utils._get_cfg_metainfo is not compat._cfg_metainfo_cached\n'
+            'entries = torch.serialization.get_safe_globals()\n'
+            'assert not any(isinstance(e, tuple) for e in entries), entries\n'
+            "print('unpatched')\n")
+    env = dict(os.environ, MMEXT_NO_PATCH='1')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and 'unpatched' in proc.stdout, proc.stderr

@@ -174,3 +174,59 @@ def timm_v2_file(state, real):
         else:
             out[key] = state[key].clone()  # KeyError: mmext lacks one of timm's names
     return out
+
+
+_V2_REST = [('ls1.gamma', 'layer_scale_1'), ('ls2.gamma', 'layer_scale_2'),
+            ('mlp.fc1.conv.', 'mlp.fc1.'), ('mlp.fc1.bn.', 'mlp.norm1.'),
+            ('mlp.mid.conv.', 'mlp.mid.'), ('mlp.mid.bn.', 'mlp.mid_norm.'),
+            ('mlp.fc2.conv.', 'mlp.fc2.'), ('mlp.fc2.bn.', 'mlp.norm2.'),
+            ('q.local.', 'q.local.0.'), ('q.proj.conv.', 'q.proj.0.'), ('q.proj.bn.', 'q.proj.1.')]
+
+
+def efficientformer_v2_to_official(state):
+    """mmext EfficientFormerV2 -> the authors' ``{'model': ...}`` keys, classifier and index
+    buffers included (``patch_embed.k``, ``network.N``, Sequential children, ``(C, 1, 1)``
+    layer scales)."""
+    out = {}
+    for key, value in state.items():
+        m = re.match(r'stem\.conv([12])\.(conv|bn)\.(.+)$', key)
+        if m:
+            index = 3 * (int(m[1]) - 1) + (m[2] == 'bn')
+            out[f'patch_embed.{index}.{m[3]}'] = value
+            continue
+        m = re.match(r'stages\.(\d)\.downsample\.conv\.(conv|bn)\.(.+)$', key)
+        if m:
+            i = int(m[1])
+            name = ('proj', 'norm')[m[2] == 'bn'] if i < 3 else m[2]
+            out[f'network.{2 * i - 1}.{name}.{m[3]}'] = value
+            continue
+        m = re.match(r'stages\.(\d)\.(?:downsample\.(attn)|blocks\.(\d+))\.(.+)$', key)
+        i, rest = int(m[1]), m[4]
+        prefix = f'network.{2 * i - 1}.attn' if m[2] else f'network.{2 * i}.{m[3]}'
+        for old, new in _V2_REST:
+            if rest.startswith(old) or rest == old:
+                rest = new + rest[len(old):]
+                break
+        else:
+            rest = re.sub(r'^proj\.conv\.', 'proj.1.', rest)
+            rest = re.sub(r'^proj\.bn\.', 'proj.2.', rest)
+            rest = re.sub(r'(^|\.)(q|k|v|v_local|stride_conv)\.conv\.', r'\1\2.0.', rest)
+            rest = re.sub(r'(^|\.)(q|k|v|v_local|stride_conv)\.bn\.', r'\1\2.1.', rest)
+            rest = re.sub(r'^token_mixer\.proj\.conv\.', 'token_mixer.proj.1.', rest)
+            rest = re.sub(r'^token_mixer\.proj\.bn\.', 'token_mixer.proj.2.', rest)
+        if rest.startswith('layer_scale'):
+            value = value.reshape(-1, 1, 1)
+        out[f'{prefix}.{rest}'] = value
+        if rest.endswith('attention_biases'):
+            n = value.shape[1]
+            rows = n // 4 if m[2] else n  # the downsampling attention queries a 2x coarser grid
+            out[f'{prefix}.{rest[:-len("biases")]}bias_idxs'] = torch.zeros(rows, n,
+                                                                          dtype=torch.long)
+    dim = out['network.6.0.mlp.norm2.weight'].shape[0]
+    for stat, fill in [('weight', 1.0), ('bias', 0.0), ('running_mean', 0.0), ('running_var', 1.0)]:
+        out[f'norm.{stat}'] = torch.full((dim, ), fill)
+    out['norm.num_batches_tracked'] = torch.tensor(0)
+    for head in ('head', 'dist_head'):
+        out[f'{head}.weight'] = torch.zeros(1000, dim)
+        out[f'{head}.bias'] = torch.zeros(1000)
+    return out
