@@ -1,12 +1,21 @@
-"""The backbone benchmark: a tiny CPU run of the function and of the CLI (no timing assertions)."""
+"""The backbone benchmark: a tiny CPU run of the function and of the CLI; runners that must run
+the fused model; timing checked on a module whose run time is known (it sleeps)."""
+import collections
+import contextlib
 import importlib.util
 import json
 import os.path as osp
+import time
 
 import pytest
 import torch
 
+from torch.nn.modules.batchnorm import _BatchNorm
+
 from mmext import benchmark as bench
+from mmext.benchmark.timing import time_cases
+from mmext.deploy.runners import Runner
+from mmext.models.layers import LayerScale
 from tests.helpers import max_rel_error, randomize_norms
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -73,6 +82,96 @@ def test_deploy_mode_matches_eager():
     assert not getattr(model, 'deploy', False)  # the caller's model is left unfused
     assert max_rel_error(eager, deploy) < 1e-4
     assert max_rel_error(eager, channels_last) < 1e-4
+
+
+@contextlib.contextmanager
+def modules_called():
+    """A Counter of the module classes whose forward runs inside the block (every module, via
+    torch's global forward hook; ONNX export traces count too)."""
+    called = collections.Counter()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: called.update([type(module)]))
+    try:
+        yield called
+    finally:
+        handle.remove()
+
+
+def unfused(called):
+    """Module classes a fused model never runs: BatchNorms and layer scales."""
+    return sorted(c.__name__ for c in called if issubclass(c, (_BatchNorm, LayerScale)))
+
+
+# One arch per family, by name. efficientformer_l1 also has layer scales and the pooling mixer.
+FUSE_ARCHS = ['shvit_s1', 'efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs']
+
+
+@pytest.mark.parametrize('arch', FUSE_ARCHS)
+def test_deploy_and_later_modes_run_the_fused_model(arch):
+    """The eager runner runs BatchNorms (so the hook sees them); deploy and channels_last run
+    none and give the eager outputs within 1e-5."""
+    model = randomize_norms(bench.build_mmext(bench.ARCHS[arch]))
+    x = torch.randn(2, 3, 64, 96)
+    outs = {}
+    for mode in ('eager', 'deploy', 'channels_last'):
+        with modules_called() as called:
+            runner = bench.make_runner(model, mode, x)
+            outs[mode] = runner.run()
+        runner.close()
+        if mode == 'eager':
+            assert any(issubclass(c, _BatchNorm) for c in called), 'no BatchNorm in eager?'
+        else:
+            assert unfused(called) == [], f'{mode} ran {unfused(called)}'
+            assert max_rel_error(outs['eager'], outs[mode]) < 1e-5, mode
+
+
+def test_onnxruntime_mode_exports_the_fused_model():
+    pytest.importorskip('onnxruntime')
+    model = randomize_norms(bench.build_mmext(bench.ARCHS['efficientformer_l1']))
+    x = torch.randn(1, 3, 64, 96)
+    eager = bench.make_runner(model, 'eager', x).run()
+    with modules_called() as called:  # the export traces the model it hands to ONNX Runtime
+        runner = bench.make_runner(model, 'onnxruntime', x)
+    try:
+        assert called and unfused(called) == [], unfused(called)
+        assert max_rel_error(eager, runner.run()) < 1e-5
+    finally:
+        runner.close()
+
+
+class SleepPerImage(torch.nn.Module):
+    """Takes a known time: ``MS`` milliseconds per image of the batch."""
+    MS = 20
+
+    def forward(self, x):
+        time.sleep(self.MS / 1000.0 * x.shape[0])
+        return x[:, :1]
+
+
+def test_times_are_milliseconds_per_batch_and_images_per_second():
+    batch = 4
+    runner = bench.make_runner(SleepPerImage(), 'eager', torch.zeros(batch, 3, 8, 8))
+    row = dict(batch=batch, status='ok')
+    settings = dict(threads=1, warmup=1, iters=3)
+    time_cases([(row, runner)], bench.PROTOCOLS['cpu_latency_seg'], settings)
+    want_ms = batch * SleepPerImage.MS  # 80 ms a batch, 50 images/s
+    assert len(row['times_ms']) == 3
+    # a loaded machine is slower, never faster, than the sleep
+    assert want_ms <= row['min_ms'] <= row['median_ms'] < 3 * want_ms, row
+    assert 1000.0 / SleepPerImage.MS / 3 < row['img_per_s'] <= 1000.0 / SleepPerImage.MS, row
+    assert row['img_per_s'] == pytest.approx(batch * 1000.0 / row['median_ms'], rel=1e-3)
+    assert 'rounds' in row and row['status'] == 'ok'
+
+
+def test_rounds_take_turns():
+    """Round r times case A then case B; warm-up runs only in the first round (then one)."""
+    calls = []
+    cases = [(dict(batch=1, status='ok'), Runner(lambda: calls.append('a'))),
+             (dict(batch=1, status='ok'), Runner(lambda: calls.append('b')))]
+    settings = dict(threads=1, warmup=2, iters=3)
+    rows = time_cases(cases, bench.PROTOCOLS['cpu_latency_seg'], settings, rounds=2)
+    assert ''.join(calls) == 'a' * 5 + 'b' * 5 + 'a' * 4 + 'b' * 4
+    assert [len(r['times_ms']) for r in rows] == [6, 6]
 
 
 def test_rounds_interleave_and_pool_the_modes():
