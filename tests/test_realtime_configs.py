@@ -29,6 +29,7 @@ MMDET_WIDTH = {
     'yolox': 'yolox/yolox_{}_8xb8-300e_coco.py',
 }
 NAME_RE = re.compile(r'^(?P<model>.+)_(?P<det>rtmdet|yolox)_(?P<width>tiny|s|m)_.*coco\.py$')
+ODD_SIZE = (97, 131)
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, 'rtmdet', '*.py')) +
                  glob.glob(osp.join(CONFIG_DIR, 'yolox', '*.py')))
 
@@ -89,8 +90,8 @@ def test_one_config_per_model_and_detector():
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
 def test_config_builds_with_mmdet_widths(path):
     """The detector builds (meta device: shapes without the cost of weights), the backbone
-    returns exactly the neck's in_channels, and neck/head widths are mmdet's for the width in
-    the file name."""
+    returns exactly the neck's in_channels at strides 8/16/32 of an odd-sized image
+    (ceil(H/s) x ceil(W/s)), and neck/head widths are mmdet's for the width in the file name."""
     needs_stride8(path)
     model_name, det, width = parse(path)
     cfg = load(path)
@@ -110,9 +111,16 @@ def test_config_builds_with_mmdet_widths(path):
             assert cfg.model.bbox_head[key] == ref.bbox_head[key], key
 
     model = build(cfg)
+    h, w = ODD_SIZE
     with torch.no_grad():
-        feats = model.backbone.eval()(torch.empty(1, 3, 64, 64, device='meta'))
+        feats = model.backbone.eval()(torch.empty(1, 3, h, w, device='meta'))
     assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels)
+    # the neck gets strides 8/16/32, the levels the head's priors are laid out for
+    assert [tuple(f.shape[2:]) for f in feats] == [
+        (math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32)]
+    strides = [s[0] if isinstance(s, (tuple, list)) else s
+               for s in model.bbox_head.prior_generator.strides]
+    assert strides == [8, 16, 32]
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
@@ -192,16 +200,14 @@ def _odd_size_models():
 
 @pytest.mark.parametrize('path', _odd_size_models(), ids=_id)
 def test_pyramid_strides_at_odd_size(path):
-    """At 97x131 the backbone hands the neck maps at strides 8/16/32 (ceil(H/s) x ceil(W/s));
-    through the detector's own data preprocessor (padding to 32) the head gets the three
-    levels its priors are laid out for, and predict runs to boxes."""
+    """Real weights, real forward at 97x131: the backbone hands the neck maps at strides
+    8/16/32 (ceil(H/s) x ceil(W/s)); through the detector's own data preprocessor (padding to
+    32) the head gets the three levels at padded/s, and predict runs to boxes."""
     needs_stride8(path)
     cfg = load(path)
     cfg.model.backbone.init_cfg = None
     model = build(cfg, device='cpu').eval()
-    h, w = 97, 131
-    strides = list(model.bbox_head.prior_generator.strides)
-    assert [s[0] if isinstance(s, (tuple, list)) else s for s in strides] == [8, 16, 32]
+    h, w = ODD_SIZE
     with torch.no_grad():
         feats = model.backbone(torch.rand(1, 3, h, w))
         assert [tuple(f.shape[2:]) for f in feats] == [
