@@ -77,13 +77,16 @@ def test_config_builds(path):
         with torch.no_grad():
             feats = model.backbone.eval()(torch.empty(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels)
-    # the ImageNet checkpoint path follows checkpoints/<family>_<arch>.pth
+    # the ImageNet checkpoint is the zoo's URL (mmext.checkpoints.zoo), or
+    # checkpoints/<family>_<arch>.pth for a model without released weights (EdgeViT)
     init_cfg = cfg.model.backbone.init_cfg
     assert init_cfg.type == 'Pretrained'
     arch = cfg.model.backbone.arch
     if isinstance(arch, str):
-        assert init_cfg.checkpoint.startswith('checkpoints/')
-        assert init_cfg.checkpoint.endswith(f'_{arch}.pth')
+        from mmext.checkpoints.zoo import ZOO
+        name = f'{str(cfg.model.backbone.type).split(".")[-1].lower()}_{arch}'
+        expected = ZOO[name].url if name in ZOO else f'checkpoints/{name}.pth'
+        assert init_cfg.checkpoint == expected
 
 
 @pytest.mark.parametrize('path', DET, ids=_id)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
+from mmext.checkpoints.zoo import ZOO
 from mmext.errors import CheckpointError
 from mmext.models import EfficientFormer
 from mmext.models.efficientformer import Attention
@@ -461,7 +462,7 @@ FAST_RCNN = {'model.train_cfg.rpn_proposal.max_per_img': 64,
 
 def _check_config(cfg, arch='l1'):
     assert cfg.model.backbone.arch == arch and cfg.model.backbone.out_norm
-    assert cfg.model.backbone.init_cfg.checkpoint == f'checkpoints/efficientformer_{arch}.pth'
+    assert cfg.model.backbone.init_cfg.checkpoint == ZOO[f'efficientformer_{arch}'].url
     assert cfg.model.neck.in_channels == PAPER[arch]['dims']
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert (cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay) == (

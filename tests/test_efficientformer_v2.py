@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
+from mmext.checkpoints.zoo import ZOO
 from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EfficientFormerV2
 from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample
@@ -433,14 +434,14 @@ def test_config_variants_set_arch_checkpoint_and_channels(kind, arch):
     assert variant['_base_'] == f'../_base_/models/{base}.py'
     backbone = variant['model']['backbone']
     assert backbone['arch'] == arch
-    assert backbone['init_cfg'] == dict(checkpoint=f'checkpoints/efficientformerv2_{arch}.pth')
+    assert backbone['init_cfg'] == dict(checkpoint=ZOO[f'efficientformerv2_{arch}'].url)
     assert variant['model']['neck']['in_channels'] == PAPER[arch]['dims']
 
 
 def _check_recipe(cfg, kind):
     assert cfg.model.backbone.norm_eval is True
     assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint='checkpoints/efficientformerv2_s0.pth')
+        type='Pretrained', checkpoint=ZOO['efficientformerv2_s0'].url)
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 2e-4
     assert 'paramwise_cfg' not in cfg.optim_wrapper  # the authors decay every parameter

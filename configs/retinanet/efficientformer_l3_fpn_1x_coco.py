@@ -1,5 +1,8 @@
 _base_ = '../_base_/models/retinanet_efficientformer_fpn_1x_coco.py'
 
 model = dict(
-    backbone=dict(arch='l3', init_cfg=dict(checkpoint='checkpoints/efficientformer_l3.pth')),
+    backbone=dict(
+        arch='l3',
+        init_cfg=dict(
+            checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l3_3rdparty_in1k_20220915-466793d6.pth')),  # noqa: E501
     neck=dict(in_channels=[64, 128, 320, 512]))

@@ -1,5 +1,8 @@
 _base_ = '../_base_/models/retinanet_shvit_fpn_1x_coco.py'
 
 model = dict(
-    backbone=dict(arch='s3', init_cfg=dict(checkpoint='checkpoints/shvit_s3.pth')),
+    backbone=dict(
+        arch='s3',
+        init_cfg=dict(
+            checkpoint='https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_s3.pth')),  # noqa: E501
     neck=dict(in_channels=[192, 352, 448]))

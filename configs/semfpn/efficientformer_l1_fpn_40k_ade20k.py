@@ -1,5 +1,8 @@
 _base_ = '../_base_/models/semfpn_efficientformer_fpn_40k_ade20k.py'
 
 model = dict(
-    backbone=dict(arch='l1', init_cfg=dict(checkpoint='checkpoints/efficientformer_l1.pth')),
+    backbone=dict(
+        arch='l1',
+        init_cfg=dict(
+            checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth')),  # noqa: E501
     neck=dict(in_channels=[48, 96, 224, 448]))

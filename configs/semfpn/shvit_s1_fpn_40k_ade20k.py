@@ -1,5 +1,8 @@
 _base_ = '../_base_/models/semfpn_shvit_fpn_40k_ade20k.py'
 
 model = dict(
-    backbone=dict(arch='s1', init_cfg=dict(checkpoint='checkpoints/shvit_s1.pth')),
+    backbone=dict(
+        arch='s1',
+        init_cfg=dict(
+            checkpoint='https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_s1.pth')),  # noqa: E501
     neck=dict(in_channels=[128, 224, 320]))

@@ -24,7 +24,9 @@ model = dict(
         # gets a GroupNorm with one group. With few images per GPU, norm_eval=True may be steadier.
         norm_eval=False,
         out_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformer_l1.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth')),  # noqa: E501
     neck=dict(type='FPN', in_channels=[48, 96, 224, 448], out_channels=256, num_outs=5))
 
 train_dataloader = dict(batch_size=2)

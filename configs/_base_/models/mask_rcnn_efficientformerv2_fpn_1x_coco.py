@@ -16,7 +16,9 @@ model = dict(
         # The authors keep every BatchNorm of the backbone in eval mode for dense prediction
         # (2 images per GPU are too few for BN statistics); the maps go to the FPN unnormalised.
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformerv2_s0.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://huggingface.co/timm/efficientformerv2_s0.snap_dist_in1k/resolve/main/model.safetensors')),  # noqa: E501
     neck=dict(in_channels=[32, 48, 96, 176]))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -13,7 +13,9 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         frozen_stages=-1,
         norm_eval=True,  # as the authors (see mask_rcnn_efficientformerv2_fpn_1x_coco.py)
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformerv2_s0.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://huggingface.co/timm/efficientformerv2_s0.snap_dist_in1k/resolve/main/model.safetensors')),  # noqa: E501
     neck=dict(in_channels=[32, 48, 96, 176]))
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -24,7 +24,9 @@ model = dict(
         frozen_stages=-1,
         norm_eval=False,
         out_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformer_l1.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth')),  # noqa: E501
     neck=dict(in_channels=[48, 96, 224, 448], out_channels=256, num_outs=4),
     decode_head=dict(num_classes=150))
 

@@ -13,7 +13,9 @@ model = dict(
         frozen_stages=-1,
         # As the authors: the backbone's BatchNorms stay in eval mode (ImageNet statistics).
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficientformerv2_s0.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://huggingface.co/timm/efficientformerv2_s0.snap_dist_in1k/resolve/main/model.safetensors')),  # noqa: E501
     neck=dict(in_channels=[32, 48, 96, 176]))
 
 param_scheduler = [

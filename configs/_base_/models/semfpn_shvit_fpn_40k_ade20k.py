@@ -22,7 +22,9 @@ model = dict(
         out_indices=(0, 1, 2),
         frozen_stages=-1,
         norm_eval=False,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/shvit_s4.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_s4.pth')),  # noqa: E501
     neck=dict(
         _delete_=True,
         type='mmext.TransConvFPN',
