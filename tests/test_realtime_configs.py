@@ -226,3 +226,23 @@ def test_pyramid_strides_at_odd_size(path):
         assert all(f.shape[1] == cfg.model.bbox_head.in_channels for f in head_in)
         results = model.predict(data['inputs'], data['data_samples'])
     assert results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+@pytest.mark.parametrize('det', DETECTORS)
+def test_metafile(det):
+    """configs/<det>/metafile.yml lists every config once, with its width and the backbone
+    weights its init_cfg names (none for EdgeViT, whose checkpoint is local)."""
+    import yaml
+    with open(osp.join(CONFIG_DIR, det, 'metafile.yml')) as f:
+        meta = yaml.safe_load(f)
+    listed = {}
+    for entry in meta['Models']:
+        path = osp.join(REPO_ROOT, entry['Config'])
+        assert entry['Name'] == osp.basename(path)[:-3]
+        listed[path] = entry
+        _, _, width = parse(path)
+        assert entry['Metadata']['Detector Width'] == width
+        assert entry['Metadata']['Epochs'] == load(path).train_cfg.max_epochs
+        ckpt = load(path).model.backbone.init_cfg.checkpoint
+        assert entry.get('Weights') == (ckpt if ckpt.startswith('https://') else None)
+    assert sorted(listed) == [p for p in CONFIGS if osp.basename(osp.dirname(p)) == det]
