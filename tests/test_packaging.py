@@ -84,6 +84,43 @@ def test_config_path_finds_checkout_configs():
     assert not any(n.startswith('_base_') for n in names)
 
 
+def _resources_at(package_dir):
+    """mmext.resources loaded from a copy in ``package_dir`` (its paths follow its own file)."""
+    import importlib.util
+    os.makedirs(package_dir, exist_ok=True)
+    shutil.copy(osp.join(REPO, 'mmext', 'resources.py'), package_dir)
+    spec = importlib.util.spec_from_file_location(
+        f'resources_copy_{abs(hash(package_dir))}', osp.join(package_dir, 'resources.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _touch(path):
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    open(path, 'w').close()
+
+
+def test_checkout_wins_over_a_stale_mim_and_a_wheel_uses_mim(tmp_path):
+    checkout = str(tmp_path / 'checkout')
+    res = _resources_at(osp.join(checkout, 'mmext'))
+    _touch(osp.join(checkout, 'setup.py'))
+    _touch(osp.join(checkout, 'configs', 'retinanet', 'a.py'))
+    _touch(osp.join(checkout, 'mmext', '.mim', 'configs', 'retinanet', 'a.py'))  # an old copy
+    assert res.config_path('mmext::retinanet/a.py') == osp.join(checkout, 'configs', 'retinanet',
+                                                                 'a.py')
+    site = str(tmp_path / 'site')  # an installed wheel: no setup.py or configs/ beside mmext
+    res = _resources_at(osp.join(site, 'mmext'))
+    _touch(osp.join(site, 'mmext', '.mim', 'configs', 'retinanet', 'a.py'))
+    _touch(osp.join(site, 'configs', 'retinanet', 'a.py'))  # another package's stray configs/
+    assert res.config_path('retinanet/a.py') == osp.join(site, 'mmext', '.mim', 'configs',
+                                                         'retinanet', 'a.py')
+    assert res.model_index_path() == osp.join(site, 'mmext', '.mim', 'model-index.yml')
+    broken = _resources_at(str(tmp_path / 'broken' / 'mmext'))
+    with pytest.raises(ConfigError, match='cannot find its configs'):
+        broken.config_root()
+
+
 @pytest.mark.parametrize('name', ['mask_rcnn/nope.py', 'mmext::nope', '../setup.py',
                                   'mmext::../../setup.py', '', None])
 def test_config_path_rejects_unknown_names(name):
