@@ -33,6 +33,15 @@ FAMILIES = {
 NAMES = sorted(FAMILIES)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @torch.no_grad()
 def build(family, seed=0, **kwargs):
     """A tiny model of ``family`` with every norm, layer scale and bias table randomised."""
@@ -217,7 +226,7 @@ def test_with_cp_recomputes_each_block_in_backward(family):
     """Checkpointing shows as a second forward call of every block during backward."""
     model = build(family)
     model.train()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 48, 48)
     for with_cp, calls_per_block in [(False, 1), (True, 2)]:
         model.with_cp = with_cp
         calls = {}
@@ -267,3 +276,71 @@ def test_sdpa_and_explicit_attention_agree(family):
             assert uses_sdpa == (impl == 'sdpa'), (impl, uses_sdpa)  # 'auto' on the CPU: explicit
     assert max_rel_error(outs['sdpa'], outs['explicit']) < 1e-5
     assert max_rel_error(outs['auto'], outs['explicit']) == 0
+
+
+# ----------------------------------------------------------------------------- attention-bias cache
+def _bias_modules():
+    from mmext.models.efficientformer import Attention
+    from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample
+    return [('v1', Attention(32, key_dim=8, num_heads=4), (4, 6), None, 1),
+            ('v2', Attention4D(16, key_dim=8, num_heads=4), (4, 6), None, 1),
+            ('v2-down', Attention4DDownsample(16, 16, key_dim=8, num_heads=4), (3, 5), (5, 9), 2)]
+
+
+@pytest.mark.parametrize('index', range(3))
+def test_bias_cache_follows_every_change_of_the_table(index):
+    _, attn, q_size, k_size, stride = _bias_modules()[index]
+    attn.eval()
+    param = attn.attention_biases
+
+    def bias():
+        return attn.attention_bias(q_size, k_size, q_stride=stride)
+
+    def fresh():
+        return attn._compute_bias(q_size, k_size or q_size, stride)
+
+    with torch.no_grad():
+        param.copy_(torch.randn(param.shape))
+        first = bias()
+        assert bias() is first and torch.equal(first, fresh())  # cached
+        changes = [
+            lambda: param.add_(1.0),  # in place, version counter bumped
+            lambda: param.data.mul_(0.5),  # in place through .data: same address and version
+            lambda: param.data.copy_(torch.randn(param.shape)),  # likewise
+            lambda: setattr(param, 'data', param.data * 2 + 1),  # a new tensor
+            lambda: attn.load_state_dict({'attention_biases': torch.randn(param.shape)},
+                                         strict=False),
+        ]
+        for change in changes:
+            before = bias()
+            change()
+            after = bias()
+            assert not torch.equal(after, before) and torch.equal(after, fresh())
+            assert bias() is after  # and cached again
+        attn.double()  # dtype change: cache emptied, recomputed in float64
+        assert bias().dtype == torch.float64 and torch.equal(bias(), fresh())
+
+
+def test_bias_cache_is_not_pickled_or_deep_copied():
+    import io
+    import pickle
+    model = build('EfficientFormerV2').eval()
+
+    def pickled_size(m):
+        buf = io.BytesIO()
+        pickle.dump(m, buf)
+        return buf.tell()
+
+    size = pickled_size(model)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 320, 448))
+    caches = [m._bias_cache for m in model.modules() if hasattr(m, '_bias_cache')]
+    assert len(caches) == 3 and all(len(c) == 1 for c in caches)
+    assert sum(b.numel() for c in caches for _, b in c.values()) > 2e5  # ~0.8 MB of biases
+    assert abs(pickled_size(model) - size) < 1000
+    clone = copy.deepcopy(model)
+    assert all(not m._bias_cache for m in clone.modules() if hasattr(m, '_bias_cache'))
+    assert all(len(c) == 1 for c in caches)  # the original keeps its cache
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        assert max_rel_error(model(x), clone(x)) == 0
