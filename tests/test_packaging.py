@@ -139,6 +139,18 @@ def test_mmext_scheme_is_registered_at_import():
     assert Config._get_cfg_path('../x.py', '/a/b/c.py') == ('/a/b/../x.py', None)
 
 
+def test_mmext_scheme_registration_guards(monkeypatch):
+    import mmengine
+    from mmext.resources import register_config_package
+    assert register_config_package() is True  # already applied at import: idempotent
+    monkeypatch.setenv('MMEXT_NO_PATCH', '1')
+    assert register_config_package() is False
+    monkeypatch.delenv('MMEXT_NO_PATCH')
+    monkeypatch.setattr(mmengine, '__version__', '0.11.0')
+    with pytest.warns(UserWarning, match='mmext::'):
+        assert register_config_package() is False
+
+
 def test_mmext_base_gives_the_config_itself(tmp_path):
     import mmext  # noqa: F401
     from mmengine.config import Config
