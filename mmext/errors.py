@@ -3,8 +3,14 @@
 Every error a researcher can cause by what they pass in (an unknown arch, bad ``out_indices``, a
 checkpoint that does not fit, a dataset that is not where the config says) is raised as a subclass of
 :class:`MmextError`, with a message that says what to do. The command-line tools catch these and
-print the message without a traceback.
+print the message without a traceback (``--debug`` or ``MMEXT_DEBUG=1`` shows it).
 """
+import os
+import sys
+import traceback
+
+DEBUG_FLAG = '--debug'
+DEBUG_ENV = 'MMEXT_DEBUG'
 
 
 class MmextError(RuntimeError):
@@ -23,6 +29,10 @@ class DatasetNotFoundError(MmextError, FileNotFoundError):
     """A dataset that is not where the config expects it."""
 
 
+class WorkDirBusyError(MmextError):
+    """A work dir that another live run holds (see :mod:`mmext.engine.workdir_lock`)."""
+
+
 def _unpickling_reason(exc):
     """The line of torch's weights-only refusal that names the offending type."""
     lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
@@ -30,14 +40,36 @@ def _unpickling_reason(exc):
     return (named or lines or ['unknown'])[0]
 
 
+def debug_requested(argv=None):
+    """Whether ``--debug`` is in ``argv`` (default ``sys.argv``) or ``MMEXT_DEBUG`` is set."""
+    if os.environ.get(DEBUG_ENV, '').strip().lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    return DEBUG_FLAG in (sys.argv[1:] if argv is None else argv)
+
+
+def _strip_debug(argv):
+    return [a for a in argv if a != DEBUG_FLAG]
+
+
 def run_cli(main, *args, **kwargs):
     """Run a command-line entry point; print an :class:`MmextError` as ``error: ...`` and exit 2.
 
     Used by every script in ``tools/`` so user errors read as one message, not a traceback.
+    ``--debug`` anywhere on the command line (it is taken out before ``main`` parses the
+    arguments, so every tool accepts it) or ``MMEXT_DEBUG=1`` prints the full traceback first.
+    ``main`` gets ``args``/``kwargs`` as given; a list as first argument is an argv and loses
+    ``--debug`` too.
     """
-    import sys
+    debug = debug_requested()
+    if DEBUG_FLAG in sys.argv[1:]:
+        sys.argv[1:] = _strip_debug(sys.argv[1:])
+    if args and isinstance(args[0], (list, tuple)):
+        debug = debug or DEBUG_FLAG in args[0]
+        args = (_strip_debug(args[0]),) + args[1:]
     try:
         return main(*args, **kwargs)
     except MmextError as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f'error: {exc}', file=sys.stderr, flush=True)
         raise SystemExit(2) from None

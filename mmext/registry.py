@@ -25,6 +25,7 @@ def register_all():
         list[str]: the downstream packages the modules were registered into.
     """
     importlib.import_module('mmext.models')
+    importlib.import_module('mmext.engine.hooks')  # RNGStateHook into mmengine's HOOKS
     from mmext.resources import register_config_package
     register_config_package()
     done = []

@@ -176,3 +176,49 @@ def seg_overrides(data, max_iters=4, batch_size=2, checkpoint_interval=None,
             'model.decode_head.channels': width // 2,
         })
     return opts
+
+
+# ------------------------------------------------------------------ tiny runs for the run tests
+TINY_SIZE = 96
+
+
+def tiny_retinanet_config(path, data, max_epochs=2, config='retinanet/shvit_s1_fpn_1x_coco.py',
+                          random_aug=True, width=32, **extra):
+    """A RetinaNet config on the demo COCO set at 96 px, 32-channel neck/head; with
+    ``random_aug`` its training pipeline draws random numbers (flip, photometric distortion)
+    from NumPy's global generator, so a run depends on the generator states."""
+    opts = det_overrides(dict(data, img_size=TINY_SIZE), 'retinanet', max_epochs=max_epochs,
+                         width=width)
+    if random_aug:
+        scale = (TINY_SIZE, TINY_SIZE)
+        opts['train_dataloader']['dataset']['pipeline'] = [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True),
+            dict(type='Resize', scale=scale, keep_ratio=True),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='PhotoMetricDistortion'),
+            dict(type='PackDetInputs'),
+        ]
+    opts.update(extra)
+    return write_config(path, config_path(config), opts)
+
+
+def build_config_model(config_file, cfg_options=None):
+    """The detector/segmentor a config file describes (random init, on the CPU)."""
+    from mmext.engine.config import detect_codebase, load_config, register_codebase
+    from mmext.engine.launch import adapt_to_device
+    cfg = load_config(config_file, cfg_options)
+    codebase = detect_codebase(cfg)
+    register_codebase(codebase)
+    adapt_to_device(cfg)
+    registry = __import__(f'{codebase}.registry', fromlist=['MODELS']).MODELS
+    return registry.build(cfg.model)
+
+
+def save_training_checkpoint(path, model, epoch=1, iters=2):
+    """An mmengine-style training checkpoint of ``model`` (meta + state_dict) at ``path``."""
+    import torch
+    torch.save(dict(meta=dict(epoch=epoch, iter=iters, seed=0),
+                    state_dict={k: v.detach().clone() for k, v in model.state_dict().items()}),
+               str(path))
+    return str(path)

@@ -29,8 +29,14 @@ def test_missing_config_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize('resume, expected', [
     (False, (False, None)), ('auto', (True, None)), (True, (True, None)),
-    ('work/epoch_3.pth', (True, 'work/epoch_3.pth'))])
+    ('epoch_3.pth', (True, 'epoch_3.pth'))])
 def test_resume_settings(tmp_path, resume, expected):
+    if resume == 'epoch_3.pth':  # an explicit checkpoint must exist
+        with pytest.raises(CheckpointError, match='does not exist'):
+            prepare_train_cfg(MASK_RCNN, work_dir=str(tmp_path), resume=str(tmp_path / resume))
+        (tmp_path / resume).write_bytes(b'')
+        resume = str(tmp_path / resume)
+        expected = (True, resume)
     cfg, codebase = prepare_train_cfg(MASK_RCNN, work_dir=str(tmp_path), resume=resume)
     assert codebase == 'mmdet' and cfg.work_dir == str(tmp_path)
     assert (bool(cfg.get('resume')), cfg.get('load_from')) == expected

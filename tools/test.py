@@ -1,7 +1,10 @@
 """Evaluate a trained checkpoint on a config's test set (bbox/segm AP or mIoU).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--fuse]
-        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm] [--debug]
+
+A checkpoint that does not fit the config's model (another arch, family or head size) is
+refused before testing. Bad input ends in one `error: ...` line and exit code 2.
 """
 import argparse
 import os
@@ -29,6 +32,8 @@ def parse_args(argv=None):
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher (dist_test.sh uses pytorch)')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of an error (or set MMEXT_DEBUG=1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

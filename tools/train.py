@@ -2,7 +2,11 @@
 
     python tools/train.py configs/mask_rcnn/shvit_s4_fpn_1x_coco.py [--work-dir DIR]
         [--resume [CKPT]] [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
-        [--launcher none|pytorch|slurm]
+        [--launcher none|pytorch|slurm] [--debug]
+
+One run per work dir (a second live run on it is refused); --resume continues exactly where
+the checkpoint left off (random states included). Bad input ends in one `error: ...` line and
+exit code 2.
 """
 import argparse
 import os
@@ -33,6 +37,8 @@ def parse_args(argv=None):
                         help='override config entries, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher (dist_train.sh uses pytorch)')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of an error (or set MMEXT_DEBUG=1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 import os.path as osp
 
 from mmext.errors import CheckpointError
+from mmext.engine.checkpoint_check import TEST_MAY_LACK, check_checkpoint_fits
 from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
 from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import FuseBackboneHook, MetricsRecorder
@@ -20,10 +21,15 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
         cfg_options (dict, optional): overrides, as ``--cfg-options`` gives them.
         launcher (str): ``'none'``, ``'pytorch'`` (torchrun) or ``'slurm'``.
         fuse (bool): fold the backbone's BatchNorms and re-parameterised branches
-            (``backbone.switch_to_deploy()``) after loading, for faster inference.
+            (``backbone.switch_to_deploy()``) after loading, for faster inference; checked
+            (no BatchNorm left, same features) before testing.
 
     Returns:
         dict: the test metrics (``coco/bbox_mAP``, ``coco/segm_mAP``, ... or ``mIoU``, ...).
+
+    Raises:
+        mmext.errors.CheckpointError: the checkpoint is missing, unreadable, empty, or does not
+            fit the model (missing weights or other shapes, checked before mmengine loads it).
     """
     cfg = load_config(config, cfg_options)
     codebase = detect_codebase(cfg)
@@ -41,6 +47,8 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
     adapt_to_device(cfg, launcher)
     check_datasets(cfg, ['test'])
     runner = build_runner(cfg)
+    # mmengine only warns about a checkpoint that does not fit (and tests random weights)
+    check_checkpoint_fits(runner, checkpoint, may_lack=TEST_MAY_LACK)
     recorder = MetricsRecorder()
     runner.register_hook(recorder)
     if fuse:

@@ -5,6 +5,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from mmext.engine.cfg_options import check_cfg_options
 from mmext.errors import ConfigError
 
 CODEBASES = ('mmdet', 'mmseg')
@@ -14,8 +15,13 @@ _SEG_MODEL_TYPES = ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel')
 
 
 # --------------------------------------------------------------------------------------- config
-def load_config(config, cfg_options=None):
-    """An mmengine ``Config`` from a path (or a Config), with ``cfg_options`` merged in."""
+def load_config(config, cfg_options=None, check_options=True):
+    """An mmengine ``Config`` from a path (or a Config), with ``cfg_options`` merged in.
+
+    ``cfg_options`` keys are checked first (:mod:`mmext.engine.cfg_options`): a key that is not
+    in the config and may not be added raises :class:`ConfigError` naming the closest key.
+    A config file that does not parse, or whose ``_base_`` is missing, is a ConfigError too.
+    """
     if isinstance(config, Config):
         cfg = copy.deepcopy(config)
     else:
@@ -23,9 +29,23 @@ def load_config(config, cfg_options=None):
         if not osp.isfile(config):
             raise ConfigError(f'config file {config!r} does not exist (run from the repository '
                               'root, or pass the path of a file under configs/).')
-        cfg = Config.fromfile(config)
+        try:
+            cfg = Config.fromfile(config)
+        except (SyntaxError, FileNotFoundError, KeyError, NameError, ImportError) as exc:
+            raise ConfigError(f'cannot load config {config!r}: {type(exc).__name__}: '
+                              f'{exc}') from exc
     if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+        if check_options:
+            try:
+                codebase = detect_codebase(cfg)
+                register_codebase(codebase)
+            except ConfigError:
+                codebase = None
+            check_cfg_options(cfg, cfg_options, codebase)
+        try:
+            cfg.merge_from_dict(dict(cfg_options))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ConfigError(f'cannot apply --cfg-options {dict(cfg_options)}: {exc}') from exc
     return cfg
 
 

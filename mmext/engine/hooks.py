@@ -1,7 +1,16 @@
-"""mmengine hooks that mmext's runs register."""
-from mmengine.hooks import Hook
+"""mmengine hooks that mmext's runs register.
 
-from mmext.utils import unwrap_model
+``RNGStateHook`` is registered in mmengine's ``HOOKS`` (``custom_hooks = [dict(type=
+'RNGStateHook')]``; mmext's schedule bases enable it and ``tools/train.py`` adds it when a
+config lacks it).
+"""
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+from mmext.errors import MmextError
+from mmext.engine.rng import get_rng_state, set_rng_state
+from mmext.utils import max_rel_err, output_list, unwrap_model
 
 
 class MetricsRecorder(Hook):
@@ -21,22 +30,154 @@ class MetricsRecorder(Hook):
             self.metrics = dict(metrics)
 
 
+def count_batchnorms(module):
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 class FuseBackboneHook(Hook):
-    """Calls ``backbone.switch_to_deploy()`` once the checkpoint is loaded, before testing."""
+    """Calls ``backbone.switch_to_deploy()`` once the checkpoint is loaded, before testing, and
+    checks the result: no BatchNorm left in the backbone, and the same features as before on a
+    probe input (relative error below ``tolerance``); otherwise it raises."""
 
     priority = 'VERY_LOW'  # after EMA and other hooks that swap weights in before_test
 
-    def __init__(self):
+    def __init__(self, probe_size=(1, 3, 64, 64), tolerance=1e-4):
         self.fused = False
+        self.probe_size = tuple(probe_size)
+        self.tolerance = tolerance
+        self.max_rel_err = None
+
+    @torch.no_grad()
+    def _features(self, backbone, probe):
+        return [t.detach().clone() for t in output_list(backbone(probe))]
 
     def before_test(self, runner):
         model = unwrap_model(runner.model)
         backbone = getattr(model, 'backbone', None)
-        if backbone is not None and hasattr(backbone, 'switch_to_deploy'):
-            backbone.switch_to_deploy()
-            self.fused = True
-            runner.logger.info('mmext: fused the backbone (switch_to_deploy) for testing.')
-        else:
+        if backbone is None or not hasattr(backbone, 'switch_to_deploy'):
             runner.logger.warning('mmext: --fuse asked, but the model\'s backbone has no '
                                   'switch_to_deploy(); testing it unfused.')
+            return
+        was_training = backbone.training
+        backbone.eval()
+        param = next(backbone.parameters(), None)
+        probe = torch.randn(self.probe_size, generator=torch.Generator().manual_seed(0))
+        if param is not None:
+            probe = probe.to(param.device, param.dtype)
+        before = self._features(backbone, probe)
+        bns = count_batchnorms(backbone)
+        backbone.switch_to_deploy()
+        left = count_batchnorms(backbone)
+        self.max_rel_err = max_rel_err(before, self._features(backbone, probe))
+        backbone.train(was_training)
+        if left or self.max_rel_err is None or self.max_rel_err > self.tolerance:
+            raise MmextError(f'fusing the backbone failed its check: {left} BatchNorm layers '
+                             f'left (of {bns}), feature relative error {self.max_rel_err} '
+                             f'(tolerance {self.tolerance}); test without --fuse.')
+        self.fused = True
+        runner.logger.info(f'mmext: fused the backbone (switch_to_deploy) for testing: {bns} '
+                           f'BatchNorm layers folded, none left, features equal (max relative '
+                           f'error {self.max_rel_err:.1e}).')
 
+
+def _seeded_samplers(loader):
+    """The samplers of a dataloader that shuffle by a seed (mmengine's Default/InfiniteSampler)."""
+    found = []
+    for sampler in (getattr(loader, 'sampler', None),
+                    getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)):
+        if sampler is not None and hasattr(sampler, 'seed') and sampler not in found:
+            found.append(sampler)
+    return found
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Makes ``--resume`` exact: a run resumed from a checkpoint draws the same random numbers
+    as the run that wrote it would have drawn next.
+
+    * Saving: the states of Python's ``random``, NumPy and torch (CPU, and CUDA where present;
+      every rank's in a distributed run) go into ``checkpoint['rng_state']`` as plain ints,
+      lists and tensors (loads with ``weights_only=True``).
+    * Resuming: mmengine reseeds with the checkpoint's seed after loading, and it built the
+      train dataloader before that with this run's seed; the hook gives the samplers and the
+      workers' init function the checkpoint's seed and restores the generator states last,
+      just before training continues (``before_train`` of an epoch-based loop; the first
+      ``before_train_iter`` of an iteration-based one, after mmengine fast-forwards the data).
+
+    Exact for epoch-based loops. Not exact when the train dataloader has
+    ``persistent_workers=True`` (worker processes keep their own generator states, which a
+    checkpoint cannot hold) and for iteration-based loops whose random transforms run in the
+    main process (``num_workers=0``; mmengine's fast-forward replays them); a warning says so.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self):
+        self._pending = None
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        from mmengine.dist import all_gather_object, get_world_size
+        state = get_rng_state()
+        states = all_gather_object(state) if get_world_size() > 1 else [state]
+        checkpoint['rng_state'] = dict(ranks=states)
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if not getattr(runner, '_resume', False) or 'rng_state' not in checkpoint:
+            return
+        states = checkpoint['rng_state'].get('ranks') or []
+        if len(states) != runner.world_size:
+            runner.logger.warning(
+                f'mmext: the checkpoint holds random states of {len(states)} processes, this run '
+                f'has {runner.world_size}; resuming without them (not bit-exact).')
+            return
+        self._pending = states[runner.rank]
+        seed = checkpoint.get('meta', {}).get('seed')
+        if seed is not None:
+            self._reseed_dataloader(runner, seed)
+
+    def _reseed_dataloader(self, runner, seed):
+        import functools
+        loader = runner.train_loop.dataloader
+        for sampler in _seeded_samplers(loader):
+            sampler.seed = seed
+        init_fn = getattr(loader, 'worker_init_fn', None)
+        if isinstance(init_fn, functools.partial) and 'seed' in (init_fn.keywords or {}):
+            loader.worker_init_fn = functools.partial(
+                init_fn.func, *init_fn.args, **dict(init_fn.keywords, seed=seed))
+        if getattr(loader, 'num_workers', 0) > 0 and getattr(loader, 'persistent_workers', False):
+            runner.logger.warning('mmext: persistent_workers=True: the data workers\' random '
+                                  'states are not in the checkpoint, so random transforms after '
+                                  'this resume differ from an uninterrupted run.')
+
+    def _restore(self, runner):
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+            runner.logger.info('mmext: restored the random states saved with the checkpoint.')
+
+    def before_train(self, runner):
+        from mmengine.runner import IterBasedTrainLoop
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
+            self._restore(runner)
+        elif self._pending is not None and getattr(runner.train_loop.dataloader,
+                                                   'num_workers', 0) == 0:
+            runner.logger.warning('mmext: iteration-based resume with num_workers=0: mmengine '
+                                  'replays the skipped batches\' transforms, so random '
+                                  'transforms differ from an uninterrupted run.')
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self._restore(runner)
+
+
+def ensure_custom_hook(cfg, type_name, **kwargs):
+    """Add ``dict(type=type_name, **kwargs)`` to ``cfg.custom_hooks`` unless a hook of that type
+    is there already; returns True when it was added."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    for hook in hooks:
+        hook_type = hook.get('type') if isinstance(hook, dict) else type(hook)
+        name = hook_type if isinstance(hook_type, str) else getattr(hook_type, '__name__', '')
+        if name.split('.')[-1] == type_name:
+            return False
+    hooks.append(dict(type=type_name, **kwargs))
+    cfg.custom_hooks = hooks
+    return True

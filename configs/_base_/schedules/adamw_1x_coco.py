@@ -22,3 +22,8 @@ optim_wrapper = dict(
 # 16 = total images per iteration the lr above was set for. Enable with
 # `--cfg-options auto_scale_lr.enable=True` to scale lr linearly to another total.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Exact --resume: the random states (Python, NumPy, torch) go into every checkpoint and come back
+# on resume (mmext.engine.hooks.RNGStateHook; registered by `import mmext`). tools/train.py adds
+# it to configs that lack it.
+custom_hooks = [dict(type='RNGStateHook')]

@@ -20,3 +20,8 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
 
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+# Exact --resume: the random states (Python, NumPy, torch) go into every checkpoint and come back
+# on resume (mmext.engine.hooks.RNGStateHook; registered by `import mmext`). tools/train.py adds
+# it to configs that lack it.
+custom_hooks = [dict(type='RNGStateHook')]
