@@ -6,7 +6,7 @@ from mmext.engine.checkpoint_check import TEST_MAY_LACK, check_checkpoint_fits
 from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
 from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import FuseBackboneHook, MetricsRecorder
-from mmext.engine.launch import adapt_to_device, build_runner, run_and_finish
+from mmext.engine.launch import adapt_to_device, build_runner, check_launcher, run_and_finish
 from mmext.engine.metrics import print_metrics
 from mmext.utils import is_remote
 
@@ -31,6 +31,7 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
         mmext.errors.CheckpointError: the checkpoint is missing, unreadable, empty, or does not
             fit the model (missing weights or other shapes, checked before mmengine loads it).
     """
+    check_launcher(launcher)
     cfg = load_config(config, cfg_options)
     codebase = detect_codebase(cfg)
     register_codebase(codebase)

@@ -8,7 +8,7 @@ from mmext.engine.checkpoint_check import check_checkpoint_fits
 from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
 from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import MetricsRecorder, ensure_custom_hook
-from mmext.engine.launch import adapt_to_device, build_runner, run_and_finish
+from mmext.engine.launch import adapt_to_device, build_runner, check_launcher, run_and_finish
 from mmext.engine.metrics import print_metrics
 from mmext.engine.workdir_lock import WorkDirLock
 from mmext.utils import is_remote
@@ -43,6 +43,7 @@ def resume_checkpoint(cfg):
 def prepare_train_cfg(config, work_dir=None, cfg_options=None, resume=False,
                       launcher='none', amp=False, auto_scale_lr=False):
     """The config a training run uses (loaded, overridden, adapted to this machine)."""
+    check_launcher(launcher)
     cfg = load_config(config, cfg_options)
     codebase = detect_codebase(cfg)
     register_codebase(codebase)

@@ -57,7 +57,6 @@ def adapt_to_device(cfg, launcher='none'):
     Without CUDA: distributed runs use gloo (mmengine's default is NCCL), SyncBN becomes BN
     (torch's SyncBatchNorm needs a GPU), and the DDP wrapper gets no ``device_ids``.
     """
-    check_launcher(launcher)
     cfg.launcher = launcher
     if torch.cuda.is_available():
         return cfg
