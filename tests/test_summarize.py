@@ -156,8 +156,68 @@ def test_summarize_writes_table_csv_and_plot(results):
 
 
 def test_pareto_front():
-    points = [(1.0, 30.0), (2.0, 29.0), (3.0, 35.0), (0.5, 20.0), (3.0, 34.0)]
-    assert summ.pareto_front(points) == [(0.5, 20.0), (1.0, 30.0), (3.0, 35.0)]
+    # (2.0, 30.0) ties the faster (1.0, 30.0): beaten, not on the front; so is (3.0, 34.0)
+    points = [(1.0, 30.0), (2.0, 29.0), (3.0, 35.0), (0.5, 20.0), (3.0, 34.0), (2.0, 30.0),
+              (4.0, 35.0), (5.0, 36.0, 'last')]
+    assert summ.pareto_front(points) == [(0.5, 20.0), (1.0, 30.0), (3.0, 35.0),
+                                         (5.0, 36.0, 'last')]
+    assert summ.pareto_front([]) == []
+
+
+def bench_row(arch, median_ms, mode='deploy', protocol='cpu_latency_seg', source='mmext',
+              status='ok'):
+    return dict(arch=arch, source=source, mode=mode, protocol=protocol, device='cpu',
+                device_name='test cpu', batch=1, input_size='512x512', median_ms=median_ms,
+                status=status)
+
+
+def test_latency_joins_each_run_to_its_own_backbone():
+    runs = [dict(source='measured', model=summ.pretty_backbone(b), backbone=b, task='RetinaNet',
+                 bbox_mAP=30.0 + i) for i, b in enumerate(
+                     ['shvit_s1', 'efficientformerv2_s2', 'edgevit_xxs', 'shvit_s4'])]
+    bench = [bench_row('efficientformerv2_s2', 25.0, mode='eager'),
+             bench_row('efficientformerv2_s2', 20.0),
+             bench_row('efficientformerv2_s2', 5.0, source='timm', mode='eager'),
+             bench_row('shvit_s4', 7.0, source='timm', mode='eager'),  # timm's only
+             bench_row('shvit_s1', 99.0, protocol='cpu_throughput'),
+             bench_row('shvit_s1', 10.0),
+             bench_row('edgevit_xxs', None, status='failed: RuntimeError: x'),
+             bench_row('edgevit_xxs', 30.0, mode='eager')]
+    rows = summ.build_rows(runs, bench, include_paper=False)
+    got = {r['backbone']: (r.get('latency_ms'), r.get('latency_setting')) for r in rows}
+    assert got['shvit_s1'] == (10.0, 'test cpu, cpu_latency_seg, b1 512x512, deploy')
+    assert got['efficientformerv2_s2'][0] == 20.0  # mmext's deploy row, not timm's or eager
+    assert got['edgevit_xxs'] == (30.0, 'test cpu, cpu_latency_seg, b1 512x512, eager')
+    assert got['shvit_s4'] == (None, None)  # not benchmarked
+    chosen = summ.build_rows(runs, bench, latency_protocol='cpu_throughput',
+                             include_paper=False)
+    assert [r.get('latency_ms') for r in chosen] == [99.0, None, None, None]
+
+
+def test_family_names_come_from_the_registry():
+    from mmext.analysis.naming import family_names, identify_from_path
+    from mmext.benchmark.protocols import backbone_families
+    assert family_names() == {name.lower(): name for name in backbone_families()}
+    for family in backbone_families():
+        key = f'{family.lower()}_x9'
+        assert summ.pretty_backbone(key) == f'{family}-X9'
+        info = identify_from_path(osp.join('work_dirs', 'retinanet', f'{key}_fpn_1x_coco'))
+        assert info == dict(backbone=key, task='RetinaNet', dataset='COCO')
+    assert summ.pretty_backbone('efficientformerv2_s2') == 'EfficientFormerV2-S2'
+
+
+def test_markdown_and_csv_keep_every_row_in_order(tmp_path):
+    rows = summ.build_rows([dict(source='measured', model='A|B', backbone='shvit_s1',
+                                 task='RetinaNet', bbox_mAP=31.25)], include_paper=True)
+    table = [line for line in summ.to_markdown(rows).splitlines() if line.startswith('| ')]
+    assert len(table) == 1 + len(rows)
+    for row, line in zip(rows, table[1:]):
+        cells = [c.strip() for c in line[2:-2].split(' | ')]
+        assert cells[:3] == [row['source'], row['model'].replace('|', '\\|'), row['task']]
+    assert '31.2' in table[1]
+    with open(summ.write_csv(rows, str(tmp_path / 's.csv'))) as f:
+        written = list(csv.DictReader(f))
+    assert [r['model'] for r in written] == [r['model'] for r in rows]
 
 
 def test_cli(results, capsys):

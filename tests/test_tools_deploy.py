@@ -128,3 +128,66 @@ def test_export_bad_size(capsys, tmp_path):
     err = user_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path / 'm.onnx'),
                                              '--sizes', '0x64'])
     assert 'a size is HxW' in err
+
+
+# ------------------------------------------------------------------------------------ summarize
+def bench_row(arch, median_ms, mode='deploy', protocol='cpu_latency_seg', source='mmext',
+              status='ok'):
+    return dict(arch=arch, source=source, mode=mode, protocol=protocol, device='cpu',
+                device_name='test cpu', batch=1, input_size='512x512', median_ms=median_ms,
+                status=status)
+
+
+def test_summarize_no_runs_is_an_error_unless_allowed(tmp_path, capsys):
+    empty = tmp_path / 'work_dirs'
+    empty.mkdir()
+    (empty / 'some_config').mkdir()  # a work dir without any run folder
+    out = tmp_path / 'summary'
+    err = user_error(capsys, 'summarize_results', ['--work-dirs', str(empty), '--out', str(out)])
+    assert 'no test or validation results found' in err and '--allow-empty' in err
+    assert not out.exists()
+    load_tool('summarize_results').main(['--work-dirs', str(empty), '--out', str(out),
+                                         '--allow-empty', '--no-plot'])
+    captured = capsys.readouterr()
+    assert "warning: no runs with results under" in captured.err
+    assert sorted(os.listdir(out)) == ['summary.csv', 'summary.md']
+    assert 'SHViT-S4' in captured.out  # the papers' rows
+    from mmext.analysis.summarize import summarize
+    from mmext.errors import ConfigError
+    with pytest.raises(ConfigError, match='no test or validation results'):
+        summarize(work_dirs=[str(empty)], out_dir=str(tmp_path / 'api'))
+    assert not (tmp_path / 'api').exists()
+
+
+@pytest.mark.parametrize('content,says', [
+    ('{"rows": [', 'invalid JSON at line 1'),
+    ('{"meta": {}}', 'expected {"meta": ..., "rows": [...]}'),
+    ('[1, 2]', 'row 0 (int 1) lacks arch'),
+    (json.dumps({'rows': [{'arch': 'shvit_s1', 'median_ms': 3.0}]}), 'lacks source, mode'),
+    ('\x89PNG\x00\xff', 'not a benchmark JSON'),
+])
+def test_summarize_bad_benchmark_json(tmp_path, capsys, content, says):
+    bench = tmp_path / 'bench.json'
+    bench.write_bytes(content.encode('latin-1'))
+    (tmp_path / 'work_dirs').mkdir()
+    err = user_error(capsys, 'summarize_results', [
+        '--work-dirs', str(tmp_path / 'work_dirs'), '--allow-empty', '--benchmark', str(bench),
+        '--out', str(tmp_path / 'out')])
+    assert 'bench.json' in err and says in err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_summarize_out_is_a_file_and_unknown_latency_protocol(tmp_path, capsys):
+    from mmext.benchmark import write_results
+    (tmp_path / 'work_dirs').mkdir()
+    bench = str(tmp_path / 'bench.json')
+    write_results([bench_row('shvit_s1', 5.0)], bench, meta={'torch': torch.__version__})
+    out = tmp_path / 'summary.md'
+    out.write_text('my notes')
+    base = ['--work-dirs', str(tmp_path / 'work_dirs'), '--allow-empty', '--benchmark', bench]
+    err = user_error(capsys, 'summarize_results', base + ['--out', str(out)])
+    assert 'is an existing file, not a folder' in err
+    assert out.read_text() == 'my notes'
+    err = user_error(capsys, 'summarize_results', base + ['--out', str(tmp_path / 'o'),
+                                                          '--latency-protocol', 'gpu_latency_det'])
+    assert "no 'gpu_latency_det' rows" in err and 'cpu_latency_seg' in err

@@ -6,7 +6,10 @@ Example:
     python tools/summarize_results.py --work-dirs work_dirs \
         --benchmark work_dirs/benchmark/benchmark.json --out work_dirs/summary
 
-Writes summary.md, summary.csv and summary.png into --out.
+Writes summary.md, summary.csv and summary.png into --out (a folder; an existing file is refused).
+When no run with test (or validation) results is found under --work-dirs it stops with an error
+(exit code 2) instead of writing a table of the papers' rows only; --allow-empty writes that table.
+A benchmark JSON that is not one gives an error too.
 """
 import argparse
 import os.path as osp
@@ -33,15 +36,19 @@ def main(argv=None):
                         help='every run of each work dir, not only the latest')
     parser.add_argument('--no-paper', action='store_true', help='leave out the paper rows')
     parser.add_argument('--no-plot', action='store_true')
+    parser.add_argument('--allow-empty', action='store_true',
+                        help="write the summary even when no run has results (papers' rows only)")
     args = parser.parse_args(argv)
 
     from mmext.analysis.summarize import summarize
     result = summarize(work_dirs=args.work_dirs, benchmark=args.benchmark, out_dir=args.out,
                        latency_protocol=args.latency_protocol, latency_mode=args.latency_mode,
                        include_paper=not args.no_paper, latest_only=not args.all_runs,
-                       make_plot=not args.no_plot)
+                       make_plot=not args.no_plot, allow_empty=args.allow_empty)
     with open(result['markdown']) as f:
         print(f.read())
+    for warning in result['warnings']:
+        print(f'warning: {warning}', file=sys.stderr)
     print('wrote ' + ', '.join(p for p in (result['markdown'], result['csv'], result['png']) if p))
 
 

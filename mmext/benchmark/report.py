@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 from mmext.benchmark.environment import environment
+from mmext.errors import ConfigError
 
 
 MD_COLUMNS = [('arch', 'arch'), ('source', 'source'), ('mode', 'mode'),
@@ -11,7 +12,8 @@ MD_COLUMNS = [('arch', 'arch'), ('source', 'source'), ('mode', 'mode'),
               ('batch', 'batch'), ('input_size', 'input'), ('amp', 'fp16'),
               ('threads', 'threads'), ('median_ms', 'median ms'), ('min_ms', 'min ms'),
               ('max_ms', 'max ms'), ('img_per_s', 'img/s'), ('ratio_vs_timm', 'mmext/timm'),
-              ('max_rel_err', 'rel. err'), ('status', 'status')]
+              ('max_rel_err', 'rel. err'), ('gflops_s', 'GFLOP/s'),
+              ('peak_fraction', 'of peak'), ('cosine_min', 'cos min'), ('status', 'status')]
 
 
 def _fmt(value):
@@ -33,6 +35,9 @@ def to_markdown(rows, meta=None):
         for key in ('date', 'torch', 'cuda', 'gpu', 'cpu', 'timm', 'onnxruntime'):
             if meta.get(key):
                 lines.append(f'- {key}: {meta[key]}')
+        for key, p in (meta.get('peaks') or {}).items():
+            lines.append(f'- GEMM peak ({key}, {p.get("n")}^3): fp32 {p.get("fp32")} GFLOP/s, '
+                         f'bf16 {p.get("bf16")} GFLOP/s, int8 {p.get("int8")} GOP/s')
         lines.append('')
     lines.append('| ' + ' | '.join(title for _, title in MD_COLUMNS) + ' |')
     lines.append('|' + '|'.join('---' for _ in MD_COLUMNS) + '|')
@@ -62,11 +67,41 @@ def _json_default(value):
     return str(value)
 
 
-def load_results(path):
-    """The rows of a benchmark JSON (``{'meta', 'rows'}`` or a plain list of rows)."""
-    with open(path) as f:
-        data = json.load(f)
-    if isinstance(data, dict):
-        return data.get('rows', [])
-    return list(data)
+#: What every benchmark row has (``tools/benchmark_backbone.py`` writes these).
+ROW_KEYS = ('arch', 'source', 'mode', 'protocol', 'batch', 'input_size', 'median_ms', 'status')
 
+
+def load_results(path):
+    """The rows of a benchmark JSON (``{'meta', 'rows'}`` or a plain list of rows).
+
+    A missing file, a file that is not JSON, or JSON that is not a list of benchmark rows (dicts
+    with :data:`ROW_KEYS`) raises :class:`ConfigError` naming the file and what is wrong.
+    """
+    hint = 'write one with tools/benchmark_backbone.py'
+    if not osp.isfile(path):
+        raise ConfigError(f'benchmark JSON {path!r} does not exist ({hint}).')
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except UnicodeDecodeError:
+        raise ConfigError(f'{path!r} is not a benchmark JSON (not text); {hint}.') from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f'{path!r} is not a benchmark JSON (invalid JSON at line {exc.lineno}'
+                          f', column {exc.colno}: {exc.msg}); {hint}.') from None
+    rows = data.get('rows') if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise ConfigError(f'{path!r} is not a benchmark JSON: expected {{"meta": ..., "rows": '
+                          f'[...]}} or a list of rows, found {_describe(data)}; {hint}.')
+    for i, row in enumerate(rows):
+        missing = [k for k in ROW_KEYS if k not in row] if isinstance(row, dict) else ROW_KEYS
+        if missing:
+            raise ConfigError(f'{path!r} is not a benchmark JSON: row {i} ({_describe(row)}) '
+                              f'lacks {", ".join(missing)}; {hint}.')
+    return rows
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        keys = ', '.join(map(str, list(value)[:5]))
+        return f'an object with keys {keys or "(none)"}'
+    return f'{type(value).__name__} {str(value)[:40]}'
