@@ -21,17 +21,26 @@ autocast where the protocol uses it). mmext rows then carry ``timm_ms`` and ``ra
 ``failed: fails at this size ...`` row. A ResNet-50 row (timm's, else torchvision's) is added as a
 reference where either library is installed.
 
+Peaks and efficiency (:mod:`mmext.benchmark.peaks`): before timing, the run measures this
+machine's fp32, bf16 and int8 GEMM peaks with each CPU protocol's thread count (``meta['peaks']``
+of the JSON); every ok mmext row then gives ``macs`` (per image, :func:`mmext.analysis.count_macs`
+at the row's input), ``gflops_s`` (2 FLOP per MAC x batch / median time), ``precision`` and
+``peak_fraction`` (``gflops_s`` over the peak of its precision). int8 rows add the cosine
+similarity of each output map with eager fp32 (``cosine``, ``cosine_min``).
+
 ``tiny=True`` shrinks every protocol (batch 2, 64x64, 1 warm-up, 3 timed runs) for tests.
 """
 import torch
 
+from mmext.benchmark.peaks import gflops_per_s, measure_peaks, mode_precision
 from mmext.benchmark.environment import environment
 from mmext.benchmark.models import _timm, build_mmext, build_reference, build_timm
-from mmext.benchmark.protocols import (DEFAULT_MODES, REFERENCE, TINY, resolve_archs,
+from mmext.benchmark.protocols import (REFERENCE, TINY, modes_for_device, resolve_archs,
                                        resolve_modes, resolve_protocols)
 from mmext.benchmark.timing import failure_status, free_cuda, time_cases
 from mmext.deploy.runners import (autocast, cudnn_benchmark, make_runner, skip_reason,
                                   threads_context)
+from mmext.errors import ConfigError
 from mmext.utils import max_rel_err, output_list
 
 
@@ -70,7 +79,7 @@ def _base_row(arch_name, source, mode, protocol, settings, env):
 
 
 def prepare_case(model, mode, protocol, settings, env, arch_name, source='mmext', ref=None,
-                 compile_kwargs=None, tmp_dir=None):
+                 compile_kwargs=None, tmp_dir=None, calib=None):
     """A row and a :class:`Runner` for ``model`` in ``mode`` (``None`` when skipped or broken,
     the row's ``status`` then says why); ``ref`` (eager outputs) fills ``max_rel_err``."""
     row = _base_row(arch_name, source, mode, protocol, settings, env)
@@ -84,9 +93,14 @@ def prepare_case(model, mode, protocol, settings, env, arch_name, source='mmext'
             x = _input(settings, protocol.device)
             runner = make_runner(model, mode, x, amp=settings['amp'],
                                  threads=settings['threads'], compile_kwargs=compile_kwargs,
-                                 tmp_dir=tmp_dir)
+                                 tmp_dir=tmp_dir, calib=calib)
             if ref is not None:
-                row['max_rel_err'] = max_rel_err(ref, runner.run())
+                out = runner.run()
+                row['max_rel_err'] = max_rel_err(ref, out)
+                if mode_precision(mode) == 'int8':
+                    from mmext.deploy.quantize import cosine_per_map
+                    row['cosine'] = [round(c, 6) for c in cosine_per_map(ref, out)]
+                    row['cosine_min'] = min(row['cosine'])
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001  (one broken case must not end the benchmark)
@@ -119,7 +133,7 @@ def _eager_reference(model, protocol, settings):
 def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=None, iters=None,
                   threads=None, amp=None, batch=None, compare_timm=True, reference=True,
                   check=True, compile_kwargs=None, progress=True, tmp_dir=None, seed=0,
-                  rounds=1):
+                  rounds=1, calib=None, peaks=True, peak_n=2048, meta=None):
     """Time backbones; returns a list of row dicts (see the module docstring).
 
     Args:
@@ -137,11 +151,17 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
         progress (bool): log each case as it finishes (mmengine's logger).
         rounds (int): time an arch's modes in this many interleaved rounds of ``iters`` runs
             (see :func:`time_cases`); 1 times each mode in one go.
+        calib (dict): int8 calibration, ``dict(folder=None, num=16, method='minmax')``.
+        peaks (bool): measure the GEMM peaks (``peak_n`` cubed) and give rows ``peak_fraction``.
+        meta (dict): filled with ``peaks`` (per device and thread count) when given.
+
+    ``modes='all'`` runs every mode this machine supports on each protocol's device.
     """
     from mmengine.logging import print_log
+    check_counts(warmup=warmup, iters=iters, threads=threads, batch=batch, rounds=rounds)
     arch_list = resolve_archs(archs)
     proto_list = resolve_protocols(protocols)
-    mode_list = resolve_modes(modes)
+    resolve_modes(modes)  # an unknown mode is an error before anything runs
     env = environment()
     timm = _timm() if compare_timm else None
     overrides = dict(tiny=tiny, warmup=warmup, iters=iters, threads=threads, amp=amp,
@@ -150,7 +170,10 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
     plan = []  # (arch, protocol, modes)
     for arch in arch_list:
         for protocol in proto_list:
-            plan.append((arch, protocol, mode_list or list(DEFAULT_MODES[protocol.device])))
+            plan.append((arch, protocol, modes_for_device(modes, protocol.device)))
+    peak_table = _measure_peaks(proto_list, overrides, peak_n, progress) if peaks else {}
+    if meta is not None and peak_table:
+        meta['peaks'] = peak_table
     total = sum(len(m) for _, _, m in plan)
     total += sum(1 for a, _, _ in plan if timm is not None and a.timm)
     if reference:
@@ -194,7 +217,7 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
             except Exception:  # noqa: BLE001  (the timed cases will say what is wrong)
                 ref = None
         cases = [prepare_case(model, mode, protocol, settings, env, arch.name, ref=ref,
-                              compile_kwargs=compile_kwargs, tmp_dir=tmp_dir)
+                              compile_kwargs=compile_kwargs, tmp_dir=tmp_dir, calib=calib)
                  for mode in modes_here]
         if timm is not None and arch.timm:  # timed in the same rounds as mmext's modes
             cases.append(_other_case(lambda f: build_timm(arch.timm, f, seed), 'timm',
@@ -202,8 +225,10 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
         for i, row in enumerate(time_cases(cases, protocol, settings, rounds)):
             if i == len(modes_here):
                 _say_sizefailure_status(row)
-            elif modes_here[i] == 'eager' and ref is not None and row['status'] == 'ok':
-                row['max_rel_err'] = 0.0
+            else:
+                if modes_here[i] == 'eager' and ref is not None and row['status'] == 'ok':
+                    row['max_rel_err'] = 0.0
+                add_efficiency(row, model, peak_table)
             rows.append(row)
             log(row)
         ref = None
@@ -219,6 +244,69 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
                 done += 1
     add_timm_ratios(rows)
     return rows
+
+
+def check_counts(**counts):
+    """Reject counts that cannot make a benchmark (``iters=0``, ``batch=-1`` ...)."""
+    minimum = dict(warmup=0, iters=1, threads=1, batch=1, rounds=1, calib_images=1)
+    for key, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum[key]:
+            raise ConfigError(f'{key} must be an integer >= {minimum[key]} (got {value!r}).')
+
+
+def peak_key(device, threads):
+    return f'{device}:{threads or "default"}'
+
+
+def _measure_peaks(proto_list, overrides, n, progress):
+    from mmengine.logging import print_log
+    table = {}
+    for protocol in proto_list:
+        if protocol.device not in _available_devices():
+            continue
+        threads = overrides['threads'] or protocol.threads
+        key = peak_key(protocol.device, threads if protocol.device == 'cpu' else None)
+        if key not in table:
+            table[key] = measure_peaks(protocol.device, threads, n=n)
+            if progress:
+                p = table[key]
+                print_log(f'GEMM peaks ({key}, {n}^3): fp32 {p["fp32"]} GFLOP/s, bf16 '
+                          f'{p["bf16"]} GFLOP/s, int8 {p["int8"]} GOP/s', logger='current')
+    return table
+
+
+_MACS = {}
+
+
+def row_macs(model, arch_name, height, width):
+    """MACs per image of ``model`` at ``height x width`` (cached per arch and size)."""
+    key = (arch_name, height, width)
+    if key not in _MACS:
+        from mmext.analysis import count_macs
+        with threads_context(None):
+            _MACS[key] = int(count_macs(model.cpu(), (1, 3, height, width)))
+    return _MACS[key]
+
+
+def add_efficiency(row, model, peak_table):
+    """Fill ``macs``, ``gflops_s``, ``precision``, ``peak_gflops_s`` and ``peak_fraction``."""
+    if row['status'] != 'ok' or row['source'] != 'mmext':
+        return row
+    row['precision'] = mode_precision(row['mode'], row['amp'])
+    try:
+        row['macs'] = row_macs(model, row['arch'], row['height'], row['width'])
+    except Exception:  # noqa: BLE001  (a model the tracer cannot count keeps its timing)
+        return row
+    gflops = gflops_per_s(row['macs'], row['batch'], row['median_ms'])
+    row['gflops_s'] = None if gflops is None else round(gflops, 2)
+    peaks = peak_table.get(peak_key(row['device'], row['threads'] if row['device'] == 'cpu'
+                                    else None), {})
+    peak = peaks.get(row['precision'])
+    row['peak_gflops_s'] = peak
+    row['peak_fraction'] = round(gflops / peak, 4) if gflops and peak else None
+    return row
 
 
 def _available_devices():

@@ -96,8 +96,8 @@ PROTOCOLS = {p.name: p for p in [
              description='CPU, 1 thread, batch 1, 800x1344'),
 ]}
 
-DEFAULT_MODES = {'cuda': ('eager', 'deploy', 'channels_last', 'compile', 'cuda_graph'),
-                 'cpu': ('eager', 'deploy', 'onnxruntime')}
+DEFAULT_MODES = {'cuda': ('eager', 'deploy', 'channels_last', 'bf16', 'compile', 'cuda_graph'),
+                 'cpu': ('eager', 'deploy', 'bf16', 'onnxruntime')}
 TINY = dict(batch=2, size=(64, 64), warmup=1, iters=3)
 
 
@@ -145,4 +145,18 @@ def resolve_protocols(names=None):
 def resolve_modes(names=None):
     """Mode names or ``'all'``; ``None`` picks :data:`DEFAULT_MODES` per protocol device."""
     return _expand(names, {m: m for m in MODES}, 'mode')
+
+
+def modes_for_device(names, device):
+    """The modes to run on ``device``: :data:`DEFAULT_MODES` for ``None``, every mode this
+    machine supports there for ``'all'`` (see :func:`mmext.deploy.runners.skip_reason`), else
+    the named modes (those that cannot run give skipped rows that say why)."""
+    from mmext.deploy.runners import skip_reason
+    picked = resolve_modes(names)
+    if picked is None:
+        return list(DEFAULT_MODES[device])
+    listed = names.replace(',', ' ').split() if isinstance(names, str) else list(names)
+    if any(str(n).lower() == 'all' for n in listed):
+        return [m for m in picked if not skip_reason(m, device)] or picked
+    return picked
 

@@ -1,0 +1,149 @@
+"""Every execution mode of mmext.deploy.runners on a tiny input: outputs against eager fp32
+within the mode's tolerance (skipped, with the reason, where this machine lacks the mode), bf16
+really computing in bf16, bad input as clear errors or skipped rows, strict benchmark args."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+from mmext.benchmark import backbone as bb
+from mmext.benchmark.models import build_mmext
+from mmext.benchmark.protocols import ARCHS, DEFAULT_MODES, modes_for_device, resolve_modes
+from mmext.deploy import runners
+from mmext.deploy.runners import MODES, make_runner, skip_reason
+from mmext.errors import ConfigError
+from mmext.utils import max_rel_err, output_list
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: max relative error against eager fp32 per mode (int8 is judged by cosine instead)
+TOLERANCE = dict(deploy=1e-4, channels_last=1e-4, compile=1e-4, onnxruntime=1e-4,
+                 openvino=1e-4, bf16=3e-2, openvino_bf16=3e-2)
+SLOW = ('compile', )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope='module')
+def model_and_ref():
+    model = build_mmext(ARCHS['shvit_s1'])
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = [t.float() for t in output_list(model(x))]
+    return model, x, ref
+
+
+@pytest.mark.parametrize('mode', [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m
+                                  for m in MODES if m != 'eager'])
+def test_mode_matches_eager(mode, model_and_ref):
+    model, x, ref = model_and_ref
+    reason = skip_reason(mode, 'cpu')
+    if reason:
+        pytest.skip(f'{mode} cannot run here: {reason}')
+    runner = make_runner(model, mode, x, threads=1, calib=dict(num=4))
+    try:
+        out = [t.float() for t in output_list(runner.run())]
+        out2 = [t.float() for t in output_list(runner.run())]  # runs again, same result
+    finally:
+        runner.close()
+    assert [o.shape for o in out] == [r.shape for r in ref]
+    for a, b in zip(out, out2):
+        torch.testing.assert_close(a, b)
+    if mode == 'onnxruntime_int8':
+        from mmext.deploy.quantize import cosine_per_map
+        cos = cosine_per_map(ref, out)
+        assert min(cos) >= 0.98, cos
+        assert runner.info['calib_images'] == 4 and runner.info['per_channel']
+    else:
+        assert max_rel_err(ref, out) <= TOLERANCE[mode], mode
+
+
+def test_bf16_really_computes_in_bf16(model_and_ref):
+    model, x, ref = model_and_ref
+    reason = skip_reason('bf16', 'cpu')
+    if reason:
+        pytest.skip(f'bf16 cannot run here: {reason}')
+    runner = make_runner(model, 'bf16', x)
+    out = output_list(runner.run())
+    assert all(t.dtype == torch.bfloat16 for t in out)
+    err = max_rel_err(ref, [t.float() for t in out])
+    # bf16 keeps 8 bits of mantissa: the error is that of bf16, not of fp32
+    assert 1e-4 < err <= TOLERANCE['bf16'], err
+
+
+def test_no_native_bf16_is_refused_and_skipped(model_and_ref, monkeypatch):
+    model, x, _ = model_and_ref
+    monkeypatch.setattr(runners, 'native_bf16', lambda device='cpu': False)
+    assert skip_reason('bf16', 'cpu').startswith('no native bf16')
+    with pytest.raises(ConfigError, match='no native bf16'):
+        make_runner(model, 'bf16', x)
+    rows = bb.run_benchmark(archs='shvit_s1', protocols='cpu_throughput', modes=['bf16'],
+                            tiny=True, compare_timm=False, reference=False, progress=False,
+                            peaks=False)
+    assert rows[0]['status'].startswith('skipped: no native bf16'), rows[0]['status']
+
+
+def test_unknown_mode_and_missing_calibration(model_and_ref, tmp_path):
+    model, x, _ = model_and_ref
+    with pytest.raises(ConfigError, match="unknown mode 'fp8'"):
+        make_runner(model, 'fp8', x)
+    with pytest.raises(ConfigError, match='unknown mode'):
+        resolve_modes(['deploy', 'fast'])
+    if skip_reason('onnxruntime_int8', 'cpu'):
+        pytest.skip('onnxruntime_int8 cannot run here: ' + skip_reason('onnxruntime_int8', 'cpu'))
+    with pytest.raises(ConfigError, match='no .jpg/.png images'):
+        make_runner(model, 'onnxruntime_int8', x, calib=dict(folder=str(tmp_path)))
+
+
+def test_modes_all_is_every_supported_mode(monkeypatch):
+    assert modes_for_device(None, 'cpu') == list(DEFAULT_MODES['cpu'])
+    assert modes_for_device(['deploy', 'bf16'], 'cpu') == ['deploy', 'bf16']
+    every = modes_for_device('all', 'cpu')
+    assert every == [m for m in MODES if not skip_reason(m, 'cpu')]
+    assert 'cuda_graph' not in every and 'eager' in every and 'onnxruntime' in every
+    monkeypatch.setattr(runners, 'native_bf16', lambda device='cpu': False)
+    assert 'bf16' not in modes_for_device('all', 'cpu')
+    assert 'bf16' in modes_for_device(['bf16'], 'cpu')  # named: a skipped row says why
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'tool_benchmark_backbone', osp.join(ROOT, 'tools', 'benchmark_backbone.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('args, says', [
+    (['--iters', '0'], 'iters must be an integer >= 1'),
+    (['--batch', '-1'], 'batch must be an integer >= 1'),
+    (['--threads', '0'], 'threads must be an integer >= 1'),
+    (['--warmup', '-1'], 'warmup must be an integer >= 0'),
+    (['--rounds', '0'], 'rounds must be an integer >= 1'),
+    (['--calib-images', '0'], 'calib_images must be an integer >= 1'),
+    (['--modes', 'fp8'], "unknown mode 'fp8'"),
+    (['--calib-dir', '/nonexistent/images'], 'does not exist'),
+])
+def test_cli_bad_args_one_error_line(args, says, capsys, tmp_path):
+    from mmext.errors import run_cli
+    with pytest.raises(SystemExit) as exc:
+        run_cli(_tool().main, args + ['--tiny', '--archs', 'shvit_s1', '--out',
+                                      str(tmp_path / 'b.json')])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and says in err[0], err
+    assert not (tmp_path / 'b.json').exists()
+
+
+def test_run_benchmark_rejects_bad_counts():
+    for kwargs in (dict(iters=0), dict(batch=-1), dict(threads=0), dict(warmup=-1),
+                   dict(rounds=0)):
+        with pytest.raises(ConfigError, match='must be an integer'):
+            bb.run_benchmark(archs='shvit_s1', protocols='cpu_throughput', tiny=True,
+                             progress=False, **kwargs)
