@@ -214,6 +214,7 @@ TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     'convert_checkpoint.py')
 
 
+@pytest.mark.slow  # subprocesses that import mmdet/mmseg
 def test_convert_checkpoint_tool(source, tmp_path):
     """Run from another directory; the converted file gives the source model's features."""
     model, x, feats = source

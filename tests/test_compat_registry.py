@@ -125,6 +125,7 @@ def test_patches_are_version_guarded(monkeypatch):
     assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
 
 
+@pytest.mark.slow  # subprocesses that import mmdet/mmseg
 def test_mmext_no_patch_turns_every_patch_off(tmp_path):
     import os
     import subprocess

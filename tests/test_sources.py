@@ -208,6 +208,7 @@ def test_non_http_url_is_refused():
         load_pretrained(SHViT('s1'), 's3://bucket/shvit_s1.pth')
 
 
+@pytest.mark.slow  # subprocesses that import mmdet/mmseg
 def test_download_weights_tool_end_to_end(shvit, tmp_path, cache):
     model, x, ref = shvit
     body = _bytes({'model': shvit_to_official(model.state_dict())})
