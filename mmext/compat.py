@@ -17,8 +17,8 @@ It also makes mmengine's config loading parse the installed packages' metafiles 
 instead of once per ``mmdet::``/``mmseg::`` base (about 3 s per config otherwise).
 
 Each patch is applied only where it is needed and known to fit (:data:`PATCHES` says which and
-why): the allow-list needs ``torch.serialization.add_safe_globals`` (torch >= 2.4) and is only
-needed from torch 2.6 (weights-only by default); the loader and metafile patches replace
+why): the allow-list and the weights-only loader need torch >= 2.6 (weights-only by default there,
+and ``add_safe_globals`` with ``(object, name)`` pairs); the loader and metafile patches replace
 functions of mmengine 0.10 (checked by version and by the functions' signatures). Setting
 ``MMEXT_NO_PATCH=1`` turns them all off: mmext's own loader does not depend on them (it always
 passes ``weights_only=True``), but mmengine then cannot resume its own checkpoints on torch >= 2.6.
@@ -121,7 +121,10 @@ def _version(text):
 
 
 def _torch_allows_globals():
-    return (_version(torch.__version__) >= (2, 4)
+    """torch >= 2.6: weights-only loading is the default (the patches are needed) and
+    ``add_safe_globals`` takes ``(object, 'module.name')`` pairs (pytorch#142153), which the
+    getattr stand-in needs. Older torch loads mmengine's checkpoints without these patches."""
+    return (_version(torch.__version__) >= (2, 6)
             and hasattr(torch.serialization, 'add_safe_globals'))
 
 
@@ -132,7 +135,8 @@ def _mmengine_0_10():
 
 def _mmengine_local_loader_fits():
     from mmengine.runner.checkpoint import CheckpointLoader
-    return (_mmengine_0_10() and hasattr(CheckpointLoader, 'register_scheme')
+    return (_torch_allows_globals() and _mmengine_0_10()
+            and hasattr(CheckpointLoader, 'register_scheme')
             and 'force' in inspect.signature(CheckpointLoader.register_scheme).parameters)
 
 
@@ -164,7 +168,8 @@ PATCHES = (
      'arrays, dtypes, argparse.Namespace, a HistoryBuffer-only getattr) for weights-only loading',
      _torch_allows_globals, _allow_mmengine_globals),
     ('mmengine local checkpoint loader',
-     'mmengine 0.10 calls torch.load without weights_only; mmext passes weights_only=True and '
+     'mmengine 0.10 calls torch.load without weights_only (torch >= 2.6 then refuses its own '
+     'checkpoints); mmext passes weights_only=True explicitly, with the allow-list above, and '
      'turns a refusal into one CheckpointError',
      _mmengine_local_loader_fits, _weights_only_local_loader),
     ('mmengine config metainfo cache',

@@ -117,8 +117,11 @@ def test_patches_are_version_guarded(monkeypatch):
 
     from mmext import compat
     assert compat.APPLIED == [name for name, *_ in compat.PATCHES]  # all three apply here
-    monkeypatch.setattr(torch, '__version__', '2.3.1')
-    assert not compat._torch_allows_globals()
+    monkeypatch.setattr(torch, '__version__', '2.5.1')  # no (object, name) allow-list entries
+    assert not compat._torch_allows_globals() and not compat._mmengine_local_loader_fits()
+    assert compat._mmengine_metainfo_fits()
+    monkeypatch.setattr(torch, '__version__', '2.6.0')
+    assert compat._torch_allows_globals() and compat._mmengine_local_loader_fits()
     monkeypatch.setattr(mmengine, '__version__', '0.9.1')
     assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
     monkeypatch.setattr(mmengine, '__version__', '1.0.0')
