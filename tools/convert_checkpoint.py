@@ -1,9 +1,12 @@
-"""Convert an ImageNet checkpoint (the authors', timm's or mmext's layout) to mmext's own layout.
+"""Convert an ImageNet checkpoint (the authors', timm's, mmpretrain's or mmext's layout; .pth or
+.safetensors; a path or an http(s) URL) to mmext's own layout.
 
 The output holds tensors only ({'state_dict': ..., 'meta': ...}) and loads with
 torch.load(weights_only=True). Example:
 
     python tools/convert_checkpoint.py shvit_s4.pth checkpoints/shvit_s4.pth --model SHViT --arch s4
+
+tools/download_weights.py does this for the released weights the configs use.
 """
 import argparse
 
@@ -14,7 +17,7 @@ from mmext.errors import ConfigError, run_cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help='checkpoint to convert')
+    parser.add_argument('src', help='checkpoint to convert (path or URL)')
     parser.add_argument('dst', help='where to write the mmext checkpoint')
     parser.add_argument('--model', required=True, help=f'backbone family: {", ".join(LAYOUTS)}')
     parser.add_argument('--arch', help='verify by loading into this arch (recommended)')
