@@ -89,7 +89,7 @@ def is_safetensors(path):
 
 
 def read_checkpoint(path):
-    """Read a checkpoint file (a path or URL) with ``weights_only=True``, or a ``.safetensors`` file.
+    """Read a checkpoint (a path or URL) with ``weights_only=True``, or a ``.safetensors`` file.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or holds pickled objects other than
