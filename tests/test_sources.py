@@ -203,6 +203,20 @@ def test_weights_dir_serves_urls_without_any_request(shvit, tmp_path, monkeypatc
         load_pretrained(SHViT('s2'), ZOO['shvit_s2'].url)
 
 
+def test_weights_dir_file_with_a_wrong_hash_is_refused_and_kept(mmpretrain_l1, tmp_path,
+                                                                monkeypatch):
+    body = _bytes(mmpretrain_l1[3])
+    name = 'efficientformer-l1_3rdparty_in1k_20220915-00000000.pth'  # not this file's hash
+    folder = tmp_path / 'offline'
+    folder.mkdir()
+    (folder / name).write_bytes(body)
+    monkeypatch.setenv('MMEXT_WEIGHTS_DIR', str(folder))
+    with pytest.raises(CheckpointError, match='failed the hash check') as info:
+        load_pretrained(EfficientFormer('l1'), f'{closed_port_url()[:-len("shvit_s1.pth")]}{name}')
+    assert 'left in place' in str(info.value)
+    assert (folder / name).read_bytes() == body  # a user's file is never deleted
+
+
 def test_non_http_url_is_refused():
     with pytest.raises(CheckpointError, match='http:// and https:// URLs only'):
         load_pretrained(SHViT('s1'), 's3://bucket/shvit_s1.pth')

@@ -97,16 +97,16 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _check_hash(path, url, expected, what):
+def _check_hash(path, url, expected):
+    """Check a file placed by hand (MMEXT_WEIGHTS_DIR); it is the user's, so it is kept."""
     if expected is None:
         return
     actual = file_sha256(path)
     if not actual.startswith(expected):
-        os.remove(path)
         raise CheckpointError(
-            f'{what} of {url} failed the hash check: its sha256 is {actual}, expected '
-            f'{expected}{"..." if len(expected) < 64 else ""}. The file was deleted ({path}). '
-            f'Download it again; if it keeps failing, the file at that URL has changed.')
+            f'{path} (in MMEXT_WEIGHTS_DIR, standing for {url}) failed the hash check: its '
+            f'sha256 is {actual}, expected {expected}{"..." if len(expected) < 64 else ""}. The '
+            f'file was left in place: replace it with an intact download of {url}.')
 
 
 def _by_hand(url, dst):
@@ -195,7 +195,7 @@ def resolve_checkpoint(checkpoint):
     for path, original in local_candidates(url):
         if os.path.isfile(path):
             if original:
-                _check_hash(path, url, expected, f'The file in MMEXT_WEIGHTS_DIR ({path})')
+                _check_hash(path, url, expected)
             return path
     dst = os.path.join(cache_dir(), cache_name(url))
     if os.path.isfile(dst):
