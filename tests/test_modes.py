@@ -147,3 +147,68 @@ def test_run_benchmark_rejects_bad_counts():
         with pytest.raises(ConfigError, match='must be an integer'):
             bb.run_benchmark(archs='shvit_s1', protocols='cpu_throughput', tiny=True,
                              progress=False, **kwargs)
+
+
+# ---------------------------------------------------------------- bf16 at test time (precision)
+class _Detector(torch.nn.Module):
+    """backbone + neck + head, as an mmdet detector holds them (head stays in fp32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = build_mmext(ARCHS['shvit_s1'])
+        self.neck = torch.nn.Conv2d(320, 16, 1)
+        self.head = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        return self.head(self.neck(feats[-1]))
+
+
+def test_bf16_parts_run_backbone_and_neck_in_bf16():
+    from mmext.engine.precision import Bf16Parts
+    if skip_reason('bf16', 'cpu'):
+        pytest.skip('bf16 cannot run here: ' + skip_reason('bf16', 'cpu'))
+    torch.manual_seed(0)
+    det = _Detector().eval()
+    x = torch.randn(1, 3, 64, 64)
+    original = det.backbone
+    weights = {k: v.clone() for k, v in det.state_dict().items()}
+    with torch.no_grad():
+        ref = det(x)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = (inputs[0].dtype, output.dtype)
+        return hook
+
+    with Bf16Parts(det) as ctx, torch.no_grad():
+        assert ctx.parts == ['backbone', 'neck']
+        first_conv = next(m for m in det.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+        hooks = [first_conv.register_forward_hook(record('backbone_conv')),
+                 det.head.register_forward_hook(record('head'))]
+        out = det(x)
+        for h in hooks:
+            h.remove()
+    assert seen['backbone_conv'] == (torch.bfloat16, torch.bfloat16)
+    assert seen['head'] == (torch.float32, torch.float32)  # heads get float32 maps
+    assert out.dtype == torch.float32
+    assert 1e-4 < max_rel_err(ref, out) < 5e-2
+    # put back exactly: the same float32 module, bit-identical weights
+    assert det.backbone is original
+    for k, v in det.state_dict().items():
+        assert v.dtype == weights[k].dtype and torch.equal(v, weights[k]), k
+
+
+def test_bf16_parts_errors(monkeypatch):
+    from mmext.engine.precision import Bf16Parts, check_bf16
+    with pytest.raises(ConfigError, match='none of the parts'):
+        Bf16Parts(torch.nn.Linear(2, 2))
+    monkeypatch.setattr(runners, 'native_bf16', lambda device='cpu': False)
+    import mmext.engine.precision as precision
+    monkeypatch.setattr(precision, 'native_bf16', lambda device='cpu': False)
+    with pytest.raises(ConfigError, match='native bf16'):
+        check_bf16('cpu')
+    with pytest.raises(ConfigError, match='native bf16'):
+        with Bf16Parts(_Detector()):
+            pass
