@@ -4,8 +4,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
-def randomize_norms(model, seed=0):
+def randomize_norms(model, seed=0, random_eps=False):
     """Give every BatchNorm/GroupNorm/LayerNorm non-trivial affine params and running stats.
+
+    BatchNorms get running variances in 1e-5..1e-4, of the order of their eps (1e-5, or drawn in
+    1e-5..1e-3 with ``random_eps``; eps is not saved in checkpoints), so a fold that forgets eps
+    is far off; gamma is scaled by ``sqrt(var + eps)`` to keep their outputs O(1).
 
     Freshly built models have BN gamma 0 on residual branches and identity running stats, which
     would hide mistakes in loading or folding.
@@ -17,8 +21,12 @@ def randomize_norms(model, seed=0):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         if isinstance(m, _BatchNorm):
+            if random_eps:
+                m.eps = float(10 ** (torch.rand((), generator=g) * 2 - 5))  # 1e-5 .. 1e-3
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.running_var.copy_(10 ** (torch.rand(m.running_var.shape, generator=g) - 5))
+            if m.weight is not None:
+                m.weight.mul_((m.running_var + m.eps).sqrt())
     return model
 
 

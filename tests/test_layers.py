@@ -7,7 +7,7 @@ from tests.helpers import randomize_norms
 
 
 def _check_fold(module, x, tol=1e-5):
-    randomize_norms(module).eval()
+    randomize_norms(module, random_eps=True).eval()
     with torch.no_grad():
         ref = module(x)
         module.switch_to_deploy()
@@ -36,7 +36,7 @@ def test_conv_bn_folds_syncbn():
 
 def test_transposed_conv_bn_folds():
     conv = nn.ConvTranspose2d(8, 12, 2, stride=2, groups=4)
-    bn = randomize_norms(nn.BatchNorm2d(12)).eval()
+    bn = randomize_norms(nn.BatchNorm2d(12), random_eps=True).eval()
     x = torch.randn(2, 8, 5, 7)
     with torch.no_grad():
         assert torch.allclose(bn(conv(x)), fuse_conv_bn(conv, bn)(x), atol=1e-5)

@@ -88,7 +88,21 @@ def test_norm_eval_keeps_batchnorm_in_eval(sync):
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(not m.training for m in norms)
     assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
-    assert model.training  # the rest still trains
+    # the rest still trains: every other module (attention, GroupNorm pre-norms, blocks)
+    others = [m for m in model.modules() if not isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert any(isinstance(m, nn.GroupNorm) for m in others)
+    assert all(m.training for m in others)
+    model.norm_eval = False
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_drop_path_rates_rise_linearly():
+    model = SHViT('s1', drop_path_rate=0.2)
+    rates = [b.ffn.drop_path_rate for s in model.stages for b in s.blocks]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)
+    assert all(b.mixer.drop_path_rate == b.ffn.drop_path_rate
+               for s in model.stages[1:] for b in s.blocks)
 
 
 def test_with_cp_same_outputs_and_grads():
