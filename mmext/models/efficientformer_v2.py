@@ -21,26 +21,21 @@ Any input size: every strided conv is 3x3 with padding 1 and the query subsampli
 other token, so an ``H x W`` input gives outputs of ``ceil(H / s) x ceil(W / s)`` for strides
 ``s = 4, 8, 16, 32`` without padding. The one place an odd grid matters is stride attention: its
 x2 upsampling of a ``ceil(h / 2)`` grid gives ``h + 1`` rows when ``h`` is odd, and the extra
-row/column (bottom/right) is cropped. That is the same as zero-padding the map to even size
-(which does not change the stride-2 conv's output) and cropping the result back, so even and odd
-grids see the same sampling geometry.
+row/column (bottom/right) is cropped: the same as zero-padding the map to even size (which does
+not change the stride-2 conv's output) and cropping the result back.
 
 Attention biases at other resolutions: the pretrained tables hold one bias per head for each
 offset ``(|dy|, |dx|)`` on the token grids of a 224 input: 7x7 for both self-attentions (stage 3
 attends on the 7x7 grid its stride-2 conv makes of its 14x14 map, stage 4 on its 7x7 map) and
 14x14 for attention downsampling (7x7 queries at every other position of the 14x14 key grid).
-For another grid the table is resized bicubically (``align_corners=False``, shared with
-EfficientFormer V1, see :func:`mmext.models.layers.resize_bias_table`) to the key
-grid's size, and each query/key pair takes the entry at its own offset; the index buffers are
-rebuilt for the grid, never loaded. At the pretraining grid the table is used as it is, so at
-224 the model equals the authors'. In inference (no gradients) the per-grid bias is cached,
-keyed by grid, device and dtype and tied to the table's version (see
-:class:`~mmext.models.layers.AttentionBiasTable`), so repeated sizes cost nothing.
+For another grid the table is resized bicubically to the key grid's size and each query/key
+pair takes the entry at its own offset (:class:`~mmext.models.layers.AttentionBiasTable`, shared
+with V1, which also caches the per-grid bias in inference); at the pretraining grid the table is
+used as it is, so at 224 the model equals the authors'.
 
-Folding: :meth:`switch_to_deploy` folds every BatchNorm into its conv (stem, downsampling, FFNs,
-q/k/v, local values, stride convs, attention projections; a BN before a GELU goes into the conv
-before it), the layer scales into the last conv of their branch and the query's subsampling
-shortcut into the centre tap of its depthwise conv. No BatchNorm remains.
+Folding: :meth:`switch_to_deploy` folds every BatchNorm into the conv before it, the layer
+scales into the last conv of their branch and the query's subsampling shortcut into the centre
+tap of its depthwise conv. No BatchNorm remains.
 
 Module names follow timm's layout (``stem.conv1``, ``stages.i.downsample``,
 ``stages.i.blocks.j.token_mixer``/``mlp``/``ls1``/``ls2``), so timm's checkpoints load as they are
