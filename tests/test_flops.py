@@ -28,15 +28,22 @@ def test_shvit_s1_matches_paper():
     assert 5.9 < result['mparams'] < 6.1
 
 
-def test_config_flops_runs():
+@pytest.mark.slow
+def test_config_flops_counts_the_part_asked_for():
     pytest.importorskip('mmdet')
     config = osp.join(ROOT, 'configs/retinanet/shvit_s1_fpn_1x_coco.py')
-    neck = get_flops(config=config, input_size=(128, 192))
+    parts = {part: get_flops(config=config, input_size=(128, 192), part=part)
+             for part in ('backbone', 'backbone+neck', 'model')}
+    neck = parts['backbone+neck']
     backbone = backbone_complexity('SHViT', 's1', (128, 192))
     assert neck['codebase'] == 'mmdet' and neck['input_shape'] == [1, 3, 128, 192]
     assert neck['model'] == 'RetinaNet(SHViT-s1)' and neck['part'] == 'backbone+neck'
-    assert neck['macs'] > backbone['macs'] > 0
+    # the config's backbone is the same SHViT-S1: same MACs and parameters
+    assert parts['backbone']['macs'] == backbone['macs'] > 0
+    assert parts['backbone']['params'] == backbone['params']
+    assert backbone['macs'] < neck['macs'] < parts['model']['macs']
     assert backbone['params'] == neck['backbone_params'] < neck['params'] < neck['model_params']
+    assert parts['model']['params'] == neck['model_params']
 
 
 def test_cli_backbone(capsys):

@@ -191,3 +191,43 @@ def test_summarize_out_is_a_file_and_unknown_latency_protocol(tmp_path, capsys):
     err = user_error(capsys, 'summarize_results', base + ['--out', str(tmp_path / 'o'),
                                                           '--latency-protocol', 'gpu_latency_det'])
     assert "no 'gpu_latency_det' rows" in err and 'cpu_latency_seg' in err
+
+
+# ------------------------------------------------------------------------------------ get_flops
+@pytest.mark.parametrize('shape,says', [
+    (['100000', '100000'], 'too large to count on this machine'),
+    (['0'], 'both positive'),
+    (['-5', '10'], 'both positive'),
+    (['1', '2', '3'], 'must be H W'),
+])
+def test_get_flops_refuses_sizes(capsys, shape, says):
+    err = user_error(capsys, 'get_flops',
+                     ['--backbone', 'SHViT', '--arch', 's1', '--shape'] + shape)
+    assert says in err
+
+
+def test_get_flops_refuses_a_config_size_before_building(capsys):
+    config = osp.join(ROOT, 'configs/retinanet/shvit_s1_fpn_1x_coco.py')
+    err = user_error(capsys, 'get_flops', [config, '--shape', '100000'])
+    assert 'too large' in err and 'GB' in err
+
+
+def overcommit_refuses_huge_allocations():
+    try:
+        with open('/proc/sys/vm/overcommit_memory') as f:
+            return f.read().strip() in ('0', '2')
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not overcommit_refuses_huge_allocations(),
+                    reason='only where Linux refuses a 120 GB allocation outright '
+                    '(vm.overcommit_memory 0 or 2); elsewhere it could reach the OOM killer')
+def test_get_flops_turns_a_failed_allocation_into_one_line(capsys, monkeypatch):
+    """Where the free memory is unknown the size passes the check; the real allocation of the
+    100000x100000 input then fails and must read as one error line."""
+    import mmext.analysis.flops as flops
+    monkeypatch.setattr(flops, 'available_memory', lambda: None)
+    err = user_error(capsys, 'get_flops', ['--backbone', 'SHViT', '--arch', 's1',
+                                           '--shape', '100000'])
+    assert 'ran out of memory counting at 100000x100000' in err

@@ -8,7 +8,9 @@ Examples:
 
 MACs count convolutions, linear layers, matrix products and attention (norms excluded, as the
 papers count them). --shape is H W (or one number for a square); the default is 224 for a
-backbone, 800x1280 for mmdet configs and 512x512 for mmseg configs.
+backbone, 800x1280 for mmdet configs and 512x512 for mmseg configs. Sizes must be positive, and
+a size whose forward pass would not fit in this machine's available memory is refused with the
+estimate (see mmext/analysis/flops.py); count at a smaller size instead.
 """
 import argparse
 import json

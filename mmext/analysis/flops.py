@@ -16,27 +16,87 @@ scaled-dot-product attention; norms left out, the papers' convention), on one ze
 
 Default input sizes: 224x224 for backbones, 800x1280 (mmdet's ``get_flops`` default, H x W) for
 mmdet configs, 512x512 for mmseg configs.
+
+Size limit: counting runs one traced forward pass, so an input whose activations cannot fit in
+memory is refused before anything is built (:func:`check_input_size`). The estimate is
+:data:`BYTES_PER_PIXEL` per input pixel plus :data:`BYTES_PER_TOKEN_PAIR` per pair of stride-16
+tokens (the global attentions grow with the square of the image area), compared with the memory
+the system says is available (``MemAvailable``). Both constants are the largest peaks measured here
+(backbones and configs at 1024x1024 and 2048x2048), rounded up. An allocation that fails anyway
+becomes one error line too.
 """
 import torch
 
 from mmext.analysis.complexity import count_macs, count_params
 from mmext.errors import ConfigError, MmextError
+from mmext.utils import error_line
 
 PARTS = ('backbone', 'backbone+neck', 'model')
 DEFAULT_SIZES = {'backbone': (224, 224), 'mmdet': (800, 1280), 'mmseg': (512, 512)}
+BYTES_PER_PIXEL = 1500
+BYTES_PER_TOKEN_PAIR = 16
 
 
 def _size(input_size, default):
     if input_size is None:
         return tuple(default)
     if isinstance(input_size, int):
-        return (input_size, input_size)
-    size = tuple(int(s) for s in input_size)
+        input_size = (input_size, )
+    try:
+        size = tuple(int(s) for s in input_size)
+    except (TypeError, ValueError):
+        size = ()
     if len(size) == 1:
-        return (size[0], size[0])
+        size = size * 2
     if len(size) != 2 or min(size) <= 0:
-        raise ConfigError(f'input size must be H W (or one number), not {input_size!r}')
+        raise ConfigError(f'input size must be H W (or one number), both positive, not '
+                          f'{input_size!r}')
     return size
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def estimate_memory(h, w):
+    """Estimated peak bytes of counting at ``h x w`` (see the module docstring)."""
+    tokens16 = -(-h // 16) * -(-w // 16)
+    return BYTES_PER_PIXEL * h * w + BYTES_PER_TOKEN_PAIR * tokens16 ** 2
+
+
+def check_input_size(size):
+    """Raise :class:`ConfigError` for an input whose forward pass cannot fit in memory here."""
+    h, w = size
+    need, available = estimate_memory(h, w), available_memory()
+    if available is not None and need > available:
+        raise ConfigError(
+            f'input {h}x{w} is too large to count on this machine: the traced forward pass needs '
+            f'about {need / 1e9:,.1f} GB ({BYTES_PER_PIXEL} bytes per pixel plus '
+            f'{BYTES_PER_TOKEN_PAIR} per pair of stride-16 tokens for global attention) and '
+            f'{available / 1e9:.1f} GB is available; count at a smaller --shape (convolution '
+            'MACs grow in proportion to H*W).')
+    return size
+
+
+def _count(model, size, count_norms):
+    """:func:`count_macs` at ``size``; running out of memory becomes a :class:`MmextError`."""
+    try:
+        return count_macs(model, (1, 3) + tuple(size), count_norms=count_norms)
+    except (MemoryError, RuntimeError) as exc:
+        oom = isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or \
+            isinstance(exc, getattr(torch, 'OutOfMemoryError', ()))
+        if not oom:
+            raise
+        raise MmextError(f'ran out of memory counting at {size[0]}x{size[1]} '
+                         f'({error_line(exc, 200)}); count at a smaller --shape.') from None
 
 
 def _result(name, params, macs, size, **extra):
@@ -53,9 +113,9 @@ def backbone_complexity(type='SHViT', arch='s4', input_size=None, out_indices=No
         dict: ``model``, ``input_shape``, ``params``, ``macs``, ``mparams``, ``gmacs``.
     """
     from mmext.deploy.build import build_backbone
-    size = _size(input_size, DEFAULT_SIZES['backbone'])
+    size = check_input_size(_size(input_size, DEFAULT_SIZES['backbone']))
     model = build_backbone(type, arch, out_indices=out_indices, deploy=deploy)
-    macs = count_macs(model, (1, 3) + size, count_norms=count_norms)
+    macs = _count(model, size, count_norms)
     return _result(f'{type}-{arch}', count_params(model), macs, size, part='backbone')
 
 
@@ -128,8 +188,10 @@ def config_complexity(config, input_size=None, part='backbone+neck', cfg_options
     """
     if part not in PARTS:
         raise ConfigError(f'part must be one of {", ".join(PARTS)}, not {part!r}')
+    if input_size is not None:
+        check_input_size(_size(input_size, None))
     model, codebase, cfg = build_config_model(config, cfg_options)
-    size = _size(input_size, DEFAULT_SIZES[codebase])
+    size = check_input_size(_size(input_size, DEFAULT_SIZES[codebase]))
     wrapped = _Part(model, part, codebase)
     if part == 'backbone':
         counted = model.backbone
@@ -139,8 +201,8 @@ def config_complexity(config, input_size=None, part='backbone+neck', cfg_options
     else:
         counted = model
     try:
-        macs = count_macs(wrapped, (1, 3) + size, count_norms=count_norms)
-    except (KeyboardInterrupt, SystemExit):
+        macs = _count(wrapped, size, count_norms)
+    except (KeyboardInterrupt, SystemExit, MmextError):
         raise
     except Exception as exc:
         if part == 'model':
