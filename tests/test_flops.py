@@ -54,3 +54,13 @@ def test_cli_backbone(capsys):
     tool.main(['--backbone', 'SHViT', '--arch', 's1', '--shape', '224'])
     out = capsys.readouterr().out
     assert 'GMACs:  0.241' in out and 'SHViT-s1' in out
+
+
+def test_count_macs_restores_the_training_mode():
+    from mmext.analysis import count_macs
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)).train()
+    assert count_macs(model, (1, 3, 10, 10)) == 8 * 3 * 9 * 8 * 8
+    assert model.training
+    with pytest.raises(RuntimeError):
+        count_macs(model, (1, 4, 10, 10))  # wrong number of channels
+    assert model.training and model[1].training

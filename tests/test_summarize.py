@@ -155,6 +155,14 @@ def test_summarize_writes_table_csv_and_plot(results):
         assert b'matplotlib' in f.read(4096)  # PNG text chunk "Software: matplotlib ..."
 
 
+def test_metric_units():
+    """mmdet's fractions become percent; mmseg's mIoU is percent already, even when below 1."""
+    assert summ.normalise_metrics({'coco/bbox_mAP': 0.388, 'coco/segm_mAP': 0.0}) == dict(
+        bbox_mAP=38.8, segm_mAP=0.0)
+    assert summ.normalise_metrics({'mIoU': 0.62, 'aAcc': 40.0}) == dict(mIoU=0.62)
+    assert summ.normalise_metrics({'mIoU': 41.25}) == dict(mIoU=41.25)
+
+
 def test_pareto_front():
     # (2.0, 30.0) ties the faster (1.0, 30.0): beaten, not on the front; so is (3.0, 34.0)
     points = [(1.0, 30.0), (2.0, 29.0), (3.0, 35.0), (0.5, 20.0), (3.0, 34.0), (2.0, 30.0),

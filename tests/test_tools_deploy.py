@@ -231,3 +231,9 @@ def test_get_flops_turns_a_failed_allocation_into_one_line(capsys, monkeypatch):
     err = user_error(capsys, 'get_flops', ['--backbone', 'SHViT', '--arch', 's1',
                                            '--shape', '100000'])
     assert 'ran out of memory counting at 100000x100000' in err
+
+
+def test_export_unknown_backbone(capsys, tmp_path):
+    err = user_error(capsys, 'export_onnx', ['SHVit', 's1', str(tmp_path / 'm.onnx')])
+    assert "unknown backbone type 'SHVit'" in err and 'SHViT' in err
+    assert os.listdir(tmp_path) == []

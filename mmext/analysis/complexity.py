@@ -37,15 +37,17 @@ def count_params(model):
 def count_macs(model, input_shape=(1, 3, 224, 224), count_norms=False):
     """Multiply-accumulates of one forward pass of ``model`` on a zero tensor of ``input_shape``."""
     was_training = model.training
+    param = next(model.parameters(), None)
+    inputs = torch.zeros(input_shape, device=param.device if param is not None else 'cpu',
+                         dtype=param.dtype if param is not None else torch.float32)
     model.eval()
-    param = next(model.parameters())
-    inputs = torch.zeros(input_shape, device=param.device, dtype=param.dtype)
-    analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
-    if not count_norms:
-        analyzer.set_op_handle(**{op: _zero for op in _NORM_OPS})
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    total = analyzer.total()
-    model.train(was_training)
-    return total
+    try:
+        analyzer = FlopAnalyzer(model, inputs)
+        analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+        if not count_norms:
+            analyzer.set_op_handle(**{op: _zero for op in _NORM_OPS})
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        return analyzer.total()
+    finally:
+        model.train(was_training)

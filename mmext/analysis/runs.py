@@ -38,18 +38,20 @@ def _load_run_config(run_dir):
 
 
 def normalise_metrics(raw):
-    """``bbox_mAP`` / ``segm_mAP`` in percent (mmdet reports fractions) and ``mIoU`` (percent)."""
+    """``bbox_mAP`` / ``segm_mAP`` and ``mIoU``, all in percent.
+
+    mmdet's ``CocoMetric`` reports fractions (0.388): always multiplied by 100. mmseg's
+    ``IoUMetric`` reports percent already (41.25, and a poor model's 0.62 is 0.62 %): kept as is.
+    """
     out = {}
     for key in ('bbox_mAP', 'segm_mAP'):
         for name in (f'coco/{key}', key):
             if isinstance(raw.get(name), (int, float)):
-                value = float(raw[name])
-                out[key] = round(value * 100 if value <= 1.0 else value, 2)
+                out[key] = round(float(raw[name]) * 100, 2)
                 break
     for name in ('mIoU', 'ade20k/mIoU', 'seg/mIoU'):
         if isinstance(raw.get(name), (int, float)):
-            value = float(raw[name])
-            out['mIoU'] = round(value * 100 if value <= 1.0 else value, 2)
+            out['mIoU'] = round(float(raw[name]), 2)
             break
     return out
 
