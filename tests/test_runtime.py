@@ -48,13 +48,16 @@ def test_cfg_options_and_default_work_dir():
     assert cfg.work_dir.endswith('work_dirs/shvit_s1_fpn_1x_coco')
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='checks the refusal of --amp on a machine without CUDA')
 def test_amp_needs_a_gpu():
     with pytest.raises(ConfigError, match='--amp'):
         prepare_train_cfg(MASK_RCNN, amp=True)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='checks the CPU adaptation (gloo, SyncBN -> BN), which a CUDA '
+                           'machine does not apply')
 def test_cpu_adaptation():
     cfg = load_config(SEMFPN)
     assert 'SyncBN' in str(cfg.model)  # mmseg's heads use SyncBN
@@ -86,3 +89,47 @@ def test_test_needs_an_existing_checkpoint(tmp_path):
     from mmext.apis import test
     with pytest.raises(CheckpointError, match='does not exist'):
         test(MASK_RCNN, str(tmp_path / 'missing.pth'), work_dir=str(tmp_path))
+
+
+def test_train_checks_the_val_data_too(coco_demo, tmp_path):
+    from mmext.apis import train
+    from .runtime_helpers import write_config
+    cfg = write_config(tmp_path / 'tiny.py', MASK_RCNN, det_overrides(coco_demo, val_interval=1))
+    work_dir = tmp_path / 'work'
+    with pytest.raises(DatasetNotFoundError, match='val ann_file: .*missing_val.json'):
+        train(cfg, work_dir=str(work_dir),
+              cfg_options={'val_dataloader.dataset.ann_file': 'annotations/missing_val.json'})
+    assert not work_dir.exists()  # refused before anything was built or written
+
+
+def test_rng_state_round_trip_is_weights_only_safe(tmp_path):
+    import random
+    import numpy as np
+    from mmext.engine.rng import get_rng_state, set_rng_state
+
+    def draw():
+        return (random.random(), np.random.rand(3).tolist(), float(np.random.randn()),
+                torch.rand(3).tolist())
+
+    np.random.randn()  # leave a cached Gaussian in NumPy's state
+    torch.save(get_rng_state(), tmp_path / 'rng.pth')
+    expected = draw()
+    draw()
+    set_rng_state(torch.load(tmp_path / 'rng.pth', weights_only=True))
+    assert draw() == expected
+
+
+def test_rng_hook_in_every_training_config():
+    import glob
+    import os.path as osp
+    from mmengine.registry import HOOKS
+    assert HOOKS.get('RNGStateHook') is not None
+    from .runtime_helpers import REPO_ROOT
+    # from the schedule bases, and added to configs that lack it (RTMDet has its own hooks)
+    rtmdet = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'rtmdet', '*.py')))[0]
+    for config in (MASK_RCNN, SEMFPN, rtmdet):
+        assert 'RNGStateHook' in str(load_config(config).get('custom_hooks')) or \
+            config == rtmdet
+        cfg, _ = prepare_train_cfg(config)
+        types = [h['type'] for h in cfg.custom_hooks]
+        assert types.count('RNGStateHook') == 1, types
