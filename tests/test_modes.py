@@ -212,3 +212,34 @@ def test_bf16_parts_errors(monkeypatch):
     with pytest.raises(ConfigError, match='native bf16'):
         with Bf16Parts(_Detector()):
             pass
+
+
+# ------------------------------------------------------------------------- fast_ops stand-ins
+@pytest.mark.parametrize('c, r, h, w', [(8, 2, 5, 7), (6, 4, 3, 3)])
+def test_window_spread_equals_depthwise_deconv(c, r, h, w):
+    from mmext.deploy.fast_ops import WindowSpread
+    torch.manual_seed(0)
+    deconv = torch.nn.ConvTranspose2d(c, c, r, stride=r, groups=c).eval()
+    x = torch.randn(2, c, h, w)
+    with torch.no_grad():
+        torch.testing.assert_close(WindowSpread(deconv)(x), deconv(x), rtol=1e-6, atol=1e-6)
+
+
+def test_deploy_runner_swaps_edgevit_deconvs():
+    from mmext.deploy.fast_ops import WindowSpread, swap_slow_layers
+    model = build_mmext(ARCHS['edgevit_xxs'])
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = output_list(model(x))
+    deconvs = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    assert deconvs > 0
+    fused = build_mmext(ARCHS['edgevit_xxs'])
+    fused.load_state_dict(model.state_dict())
+    assert swap_slow_layers(fused) == deconvs
+    assert sum(isinstance(m, WindowSpread) for m in fused.modules()) == deconvs
+    runner = make_runner(model, 'deploy', x)
+    assert max_rel_err(ref, runner.run()) < 1e-5
+    # a non-depthwise or overlapping transposed conv is left alone
+    keep = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, groups=4),
+                               torch.nn.ConvTranspose2d(4, 8, 2, stride=2))
+    assert swap_slow_layers(keep) == 0
