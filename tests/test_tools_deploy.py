@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmext.errors import run_cli
+from tests.test_summarize import bench_row
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -131,13 +132,6 @@ def test_export_bad_size(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ summarize
-def bench_row(arch, median_ms, mode='deploy', protocol='cpu_latency_seg', source='mmext',
-              status='ok'):
-    return dict(arch=arch, source=source, mode=mode, protocol=protocol, device='cpu',
-                device_name='test cpu', batch=1, input_size='512x512', median_ms=median_ms,
-                status=status)
-
-
 def test_summarize_no_runs_is_an_error_unless_allowed(tmp_path, capsys):
     empty = tmp_path / 'work_dirs'
     empty.mkdir()
