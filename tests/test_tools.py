@@ -118,6 +118,10 @@ def test_dist_train_test_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
     assert [osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth'))] == ['epoch_1.pth']
     meta = read_meta(osp.join(work_dir, 'epoch_1.pth'))
     assert meta['epoch'] == 1
+    # RNGStateHook gathered both ranks' random states for an exact --resume
+    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu', weights_only=False)
+    assert len(ckpt['rng_state']['ranks']) == 2
+    assert not osp.exists(osp.join(work_dir, '.mmext_train.lock'))  # rank 0's, released
 
     out = check_ok(run_torchrun(['bash', DIST_TEST, cfg, osp.join(work_dir, 'epoch_1.pth'),
                                  '2', '--work-dir', work_dir], env))

@@ -114,12 +114,38 @@ class RNGStateHook(Hook):
 
     def __init__(self):
         self._pending = None
+        self._gathered = None
+
+    def _checkpoint_hook(self, runner):
+        from mmengine.hooks import CheckpointHook
+        return next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+
+    def _gather(self, runner):
+        """Every rank's states, gathered on all ranks at the points a checkpoint may be saved
+        (mmengine saves on rank 0 only, where no collective call can be made)."""
+        from mmengine.dist import all_gather_object, get_world_size
+        if get_world_size() > 1:
+            self._gathered = all_gather_object(get_rng_state())
+
+    def after_train_epoch(self, runner):
+        ckpt = self._checkpoint_hook(runner)
+        if ckpt is not None and ckpt.by_epoch:
+            self._gather(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        ckpt = self._checkpoint_hook(runner)
+        if ckpt is not None and not ckpt.by_epoch and ckpt.interval > 0 and (
+                (runner.iter + 1) % ckpt.interval == 0 or runner.iter + 1 == runner.max_iters):
+            self._gather(runner)
 
     def before_save_checkpoint(self, runner, checkpoint):
-        from mmengine.dist import all_gather_object, get_world_size
-        state = get_rng_state()
-        states = all_gather_object(state) if get_world_size() > 1 else [state]
-        checkpoint['rng_state'] = dict(ranks=states)
+        from mmengine.dist import get_world_size
+        if get_world_size() == 1:
+            states = [get_rng_state()]
+        else:
+            states, self._gathered = self._gathered, None
+        if states:
+            checkpoint['rng_state'] = dict(ranks=states)
 
     def after_load_checkpoint(self, runner, checkpoint):
         if not getattr(runner, '_resume', False) or 'rng_state' not in checkpoint:
