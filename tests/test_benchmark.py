@@ -64,7 +64,8 @@ def test_run_benchmark_tiny_cpu():
     cpu = {r['mode']: r for r in rows if r['protocol'] == 'cpu_latency_seg'}
     assert cpu['eager']['status'] == 'ok' and cpu['deploy']['status'] == 'ok'
     assert cpu['eager']['threads'] == 1 and cpu['eager']['iters'] == bench.TINY['iters']
-    assert cpu['deploy']['max_rel_err'] < 1e-4
+    # against eager outputs: folding changes the rounding, so exactly 0 would mean deploy vs deploy
+    assert 0 < cpu['deploy']['max_rel_err'] < 1e-4
     assert cpu['cuda_graph']['status'].startswith('skipped: ')
     gpu = [r for r in rows if r['protocol'] == 'gpu_latency_seg']
     if not torch.cuda.is_available():

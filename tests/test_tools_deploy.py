@@ -231,3 +231,14 @@ def test_export_unknown_backbone(capsys, tmp_path):
     err = user_error(capsys, 'export_onnx', ['SHVit', 's1', str(tmp_path / 'm.onnx')])
     assert "unknown backbone type 'SHVit'" in err and 'SHViT' in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('argv,says', [
+    (['--backbone', 'SHViT', '--arch', 's1', '--part', 'model'], 'needs a config'),
+    (['--backbone', 'SHViT', '--arch', 's1', '--cfg-options', 'a=1'], 'needs a config file'),
+    (['--backbone', 'SHViT'], 'give a config file, or a backbone type and arch'),
+    (['configs/retinanet/shvit_s1_fpn_1x_coco.py', '--backbone', 'SHViT', '--arch', 's1'],
+     'not both'),
+])
+def test_get_flops_options_that_would_be_ignored(capsys, argv, says):
+    assert says in user_error(capsys, 'get_flops', argv)

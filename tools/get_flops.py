@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument('--backbone', help='backbone type instead of a config, e.g. SHViT')
     parser.add_argument('--arch', help='backbone arch, e.g. s4')
     parser.add_argument('--shape', type=int, nargs='+', default=None, help='input H W')
-    parser.add_argument('--part', default='backbone+neck', choices=PARTS,
+    parser.add_argument('--part', default=None, choices=PARTS,
                         help='what to count for a config (default backbone+neck)')
     parser.add_argument('--count-norms', action='store_true', help='count norm layers too')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',

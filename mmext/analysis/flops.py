@@ -217,13 +217,22 @@ def config_complexity(config, input_size=None, part='backbone+neck', cfg_options
                    model_params=count_params(model), config=str(config))
 
 
-def get_flops(config=None, type=None, arch=None, input_size=None, part='backbone+neck',
+def get_flops(config=None, type=None, arch=None, input_size=None, part=None,
               cfg_options=None, count_norms=False):
-    """:func:`config_complexity` for a config, else :func:`backbone_complexity`."""
+    """:func:`config_complexity` for a config (``part`` defaults to ``'backbone+neck'``), else
+    :func:`backbone_complexity` (where ``part`` can only be ``'backbone'``)."""
     if config is not None:
-        return config_complexity(config, input_size, part, cfg_options, count_norms)
+        if type or arch:
+            raise ConfigError('give a config file or a backbone type and arch, not both.')
+        return config_complexity(config, input_size, part or 'backbone+neck', cfg_options,
+                                 count_norms)
     if not type or not arch:
         raise ConfigError('give a config file, or a backbone type and arch (e.g. SHViT s4).')
+    if part not in (None, 'backbone'):
+        raise ConfigError(f'part {part!r} needs a config (a backbone alone has no neck or '
+                          'heads); give a config file or leave --part out.')
+    if cfg_options:
+        raise ConfigError('--cfg-options needs a config file; a backbone alone has no config.')
     return backbone_complexity(type, arch, input_size, count_norms=count_norms)
 
 
