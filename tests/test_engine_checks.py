@@ -228,3 +228,14 @@ def test_train_refuses_a_held_work_dir(tiny, tmp_path, subprocess_env):
     finally:
         holder.communicate('')
     assert isinstance(WorkDirBusyError('x'), MmextError)
+
+
+def test_cfg_option_rule_follows_kwargs_and_head_settings():
+    rtmdet = config_path('rtmdet/edgevit_s_rtmdet_s_4xb32-100e_coco.py')
+    yolox = config_path('yolox/edgevit_s_yolox_s_8xb8-100e_coco.py')
+    # heads read their test_cfg with cfg.get: new keys there are accepted
+    load_config(yolox, {'model.test_cfg.min_bbox_size': -1, 'model.test_cfg.score_thr': 0.0})
+    # RTMDet's head passes **kwargs on to its base classes: a typo is still caught there
+    with pytest.raises(ConfigError, match="did you mean 'model.bbox_head.num_classes'"):
+        load_config(rtmdet, {'model.bbox_head.num_classe': 3})
+    load_config(rtmdet, {'model.bbox_head.loss_centerness': None})  # a base class's argument

@@ -15,6 +15,9 @@ The rule, for an override ``a.b.c=v`` (and for every key of a dict value, recurs
     own ``type`` when the same options change it;
   - at the top level, for the arguments mmengine's ``Runner`` reads (``randomness``,
     ``work_dir``, ``experiment_name``, ``compile``, ...);
+  - under a dict without ``type=`` inside ``model``'s ``train_cfg``/``test_cfg`` (heads read
+    those settings with ``cfg.get(key, default)``, e.g. ``model.test_cfg.min_bbox_size``; a
+    typo there is not caught);
   - anywhere below a dict value that carries ``_delete_=True`` (it replaces the node).
 
 A refused key raises :class:`~mmext.errors.ConfigError` naming the closest existing key.
@@ -79,14 +82,27 @@ def _accepts(type_name, arg, codebase):
                 candidates.append(obj)
     if not candidates:
         return None
-    for obj in candidates:
+    return any(_takes(obj, arg) for obj in candidates)
+
+
+def _takes(obj, arg):
+    """Whether ``obj(arg=...)`` is accepted: a named parameter, or ``**kwargs`` that reach one.
+
+    A class whose ``__init__`` has ``**kwargs`` usually hands them to its base class, so the
+    bases' ``__init__`` are checked in MRO order until one without ``**kwargs``.
+    """
+    inits = [k.__dict__['__init__'] for k in obj.__mro__ if '__init__' in k.__dict__] \
+        if inspect.isclass(obj) else [obj]
+    for init in inits:
         try:
-            params = inspect.signature(obj).parameters.values()
+            params = inspect.signature(init).parameters.values()
         except (TypeError, ValueError):
             return True  # no signature to check against
-        if any(p.kind is p.VAR_KEYWORD for p in params) or any(p.name == arg for p in params):
+        if any(p.name == arg and p.kind is not p.VAR_POSITIONAL for p in params):
             return True
-    return False
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return False
+    return True  # **kwargs all the way up
 
 
 def _closest(path, known):
@@ -105,6 +121,11 @@ def _child(node, part):
     return False, None
 
 
+def _in_model_settings(path):
+    parts = path.split('.')
+    return parts[0] == 'model' and any(p in ('train_cfg', 'test_cfg') for p in parts[1:])
+
+
 def _check_new_key(cfg, parent_path, parent, key, type_override, codebase):
     """None when ``key`` may be added under ``parent``, else the reason it may not."""
     if key in _SPECIAL_KEYS:
@@ -116,6 +137,8 @@ def _check_new_key(cfg, parent_path, parent, key, type_override, codebase):
     if not isinstance(parent, dict):
         return f"'{parent_path}' is a {type(parent).__name__}, not a dict"
     type_name = type_override if type_override is not None else parent.get('type')
+    if type_name is None and _in_model_settings(parent_path):
+        return None
     if type_name is None:
         return f"'{parent_path}' has no such key and no type= whose arguments would allow it"
     accepted = _accepts(type_name, key, codebase)
