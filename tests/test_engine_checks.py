@@ -189,6 +189,7 @@ def _holder(work_dir, env):
     return proc
 
 
+@pytest.mark.slow  # ~4 s quiet, 12 s on a loaded machine (a CLI subprocess)
 def test_work_dir_lock_with_a_real_second_process(tmp_path, subprocess_env):
     work_dir = tmp_path / 'work'
     holder = _holder(work_dir, subprocess_env)
