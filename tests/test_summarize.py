@@ -141,8 +141,9 @@ def test_summarize_writes_table_csv_and_plot(results):
         assert value in md, value
     with open(result['csv']) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 + len(summ.PAPER_RESULTS)
+    assert len(rows) == 3 + len(summ.PAPER_RESULTS) + len(summ.MMDET_RESULTS)
     assert sum(r['source'] == 'paper' for r in rows) == len(summ.PAPER_RESULTS)
+    assert sum(r['source'] == 'mmdet' for r in rows) == len(summ.MMDET_RESULTS)
     measured = {r['model']: r for r in rows if r['source'] == 'measured' and
                 r['task'] != 'Mask R-CNN'}
     assert float(measured['SHViT-S1']['latency_ms']) == pytest.approx(results['latency'])

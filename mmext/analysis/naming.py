@@ -1,7 +1,7 @@
 """Names in result summaries: backbone families (from the registry), tasks (from the model type
 or the work dir's folders) and datasets.
 
-To add a detector or segmentor (e.g. RTMDet, YOLOX), add its model type to :data:`TASK_NAMES`, the
+To add a detector or segmentor, add its model type to :data:`TASK_NAMES`, the
 folder its configs live in to :data:`TASK_DIRS` and the (task, metric) it is plotted by to
 :data:`PANELS`; nothing else needs to change.
 """
@@ -12,15 +12,20 @@ import re
 
 # Model ``type`` of an mmdet/mmseg config -> task name in the summary.
 TASK_NAMES = {'RetinaNet': 'RetinaNet', 'MaskRCNN': 'Mask R-CNN', 'FasterRCNN': 'Faster R-CNN',
-              'CascadeRCNN': 'Cascade R-CNN', 'FCOS': 'FCOS', 'ATSS': 'ATSS'}
+              'CascadeRCNN': 'Cascade R-CNN', 'FCOS': 'FCOS', 'ATSS': 'ATSS',
+              'RTMDet': 'RTMDet', 'YOLOX': 'YOLOX'}
 # A folder name under configs/ or work_dirs/ (or a word in a work dir's name) -> task name.
 TASK_DIRS = {'retinanet': 'RetinaNet', 'mask_rcnn': 'Mask R-CNN', 'maskrcnn': 'Mask R-CNN',
-             'semfpn': 'Semantic FPN', 'sem_fpn': 'Semantic FPN'}
+             'semfpn': 'Semantic FPN', 'sem_fpn': 'Semantic FPN', 'rtmdet': 'RTMDet',
+             'yolox': 'YOLOX'}
 # Dataset type of the test loader (a substring) -> dataset name.
 DATASET_NAMES = {'ADE': 'ADE20K', 'Coco': 'COCO', 'COCO': 'COCO'}
 # Which metric each task is plotted by, in panel order.
 PANELS = [('RetinaNet', 'bbox_mAP'), ('Mask R-CNN', 'bbox_mAP'), ('Mask R-CNN', 'segm_mAP'),
-          ('Semantic FPN', 'mIoU')]
+          ('Semantic FPN', 'mIoU'), ('RTMDet', 'bbox_mAP'), ('YOLOX', 'bbox_mAP')]
+# Tasks plotted against the whole detector's latency (``detector_ms``, from a detector
+# benchmark JSON) when they have it, instead of the backbone's.
+DETECTOR_LATENCY_TASKS = ('RTMDet', 'YOLOX')
 
 
 @functools.lru_cache(maxsize=None)

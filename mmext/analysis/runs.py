@@ -8,11 +8,15 @@ What mmengine 0.10.7 leaves in a work dir (one ``<timestamp>/`` folder per run):
 * ``<timestamp>/vis_data/<timestamp>.json`` and ``vis_data/scalars.json`` -- one JSON object per
   line: training losses, and the validation metrics after each validation (training runs);
 * ``<timestamp>/vis_data/config.py`` -- the full config of the run (which model it was);
-* ``<timestamp>/<timestamp>.log`` -- the text log, with ``Epoch(test) ... coco/bbox_mAP: 0.3880``.
+* ``<timestamp>/<timestamp>.log`` -- the text log, with ``Epoch(test) ... coco/bbox_mAP: 0.3880``;
+* ``<config name>.py`` in the work dir itself -- ``Runner.dump_config`` (every Runner, train or
+  test) writes the config there under the name of the file it was started from.
 
 :func:`collect_runs` reads these (the test JSON first, then the last validation entry, then the
 text log) and names each run from its config (detector type, backbone type and arch), falling
-back to the work dir's name.
+back to the work dir's name. A run's ``config`` is the name of the dumped config file whose text
+is the run's ``vis_data/config.py`` (else the only ``.py`` there, else the work dir's name, the
+tools' default ``work_dirs/<config name>``): the key the detector benchmark is joined on.
 """
 import json
 import os
@@ -151,12 +155,33 @@ def collect_runs(work_dirs=('work_dirs', ), latest_only=True):
             if latest_only:
                 latest = {}
                 for row in found:  # timestamps ascend: later runs replace earlier ones
-                    key = (row['backbone'], row['task'], row['dataset'])
+                    key = (row['backbone'], row['task'], row['dataset'], row['config'])
                     if row['split'] == 'test' or latest.get(key, {}).get('split') != 'test':
                         latest[key] = row
                 found = list(latest.values())
             runs += found
     return runs
+
+
+def run_config_name(dirpath, run_dir):
+    """The stem of the config file a run was started from (see the module docstring)."""
+    try:
+        # a config without a file name is dumped as <timestamp>.py: no name to join on
+        dumped = sorted(f for f in os.listdir(dirpath) if f.endswith('.py') and
+                        not _TS.match(f[:-3]) and osp.isfile(osp.join(dirpath, f)))
+    except OSError:
+        dumped = []
+    recorded = osp.join(run_dir, 'vis_data', 'config.py')
+    if len(dumped) > 1 and osp.isfile(recorded):
+        with open(recorded, errors='replace') as f:
+            text = f.read()
+        for name in dumped:
+            with open(osp.join(dirpath, name), errors='replace') as f:
+                if f.read() == text:
+                    return name[:-3]
+    if len(dumped) == 1:
+        return dumped[0][:-3]
+    return osp.basename(osp.normpath(dirpath))
 
 
 def _run_row(dirpath, ts, run_dir, metrics, split):
@@ -168,7 +193,8 @@ def _run_row(dirpath, ts, run_dir, metrics, split):
                model=pretty_backbone(info['backbone']) if 'backbone' in info
                else osp.basename(dirpath),
                backbone=info.get('backbone'), task=info.get('task', '?'),
-               dataset=info.get('dataset'), split=split, work_dir=dirpath, timestamp=ts,
+               dataset=info.get('dataset'), config=run_config_name(dirpath, run_dir),
+               split=split, work_dir=dirpath, timestamp=ts,
                reference=None)
     row.update(metrics)
     return row

@@ -1,10 +1,13 @@
-"""Accuracy against backbone latency: test results from ``work_dirs`` plus benchmark timings.
+"""Accuracy against latency: test results from ``work_dirs`` plus benchmark timings.
 
-:func:`summarize` reads the runs of the work dirs (:mod:`mmext.analysis.runs`), joins them with a
-benchmark JSON (:mod:`mmext.benchmark`) on the backbone (``shvit_s4`` ...), adds the papers'
-reported numbers as labelled reference rows, and writes a markdown table, a CSV and a PNG plot of
-accuracy against backbone latency (:mod:`mmext.analysis.plot`; the Pareto frontier of the measured
-runs per task). Names of families, tasks and datasets: :mod:`mmext.analysis.naming`.
+:func:`summarize` reads the runs of the work dirs (:mod:`mmext.analysis.runs`), joins them with
+backbone benchmark JSON (``tools/benchmark_backbone.py``) on the backbone (``shvit_s4`` ...) and
+with detector benchmark JSON (``tools/benchmark_detector.py``) on the config name (whole-detector
+``detector_ms`` of RTMDet/YOLOX runs; :mod:`mmext.analysis.detector_latency`), adds the papers'
+and mmdet's reported numbers as labelled reference rows, and writes a markdown table, a CSV and a
+PNG plot of accuracy against latency (:mod:`mmext.analysis.plot`; the Pareto frontier of the
+measured runs per task; RTMDet/YOLOX panels against the detector's latency when it is known).
+Names of families, tasks and datasets: :mod:`mmext.analysis.naming`.
 
 No runs found is an error unless ``allow_empty=True`` (``--allow-empty``): a summary of the papers'
 rows alone is rarely what was meant (a wrong ``--work-dirs``, or test runs not finished).
@@ -13,6 +16,10 @@ import csv
 import os
 import os.path as osp
 
+from mmext.analysis.detector_latency import (MMDET_REFERENCE, MMDET_RESULTS,  # noqa: F401
+                                             check_choice, config_key,
+                                             join_detector_latency, mmdet_rows,
+                                             split_benchmark_files)
 from mmext.analysis.naming import (TASK_DIRS, TASK_NAMES, family_names,  # noqa: F401
                                    pretty_backbone)
 from mmext.analysis.plot import pareto_front, plot
@@ -43,26 +50,22 @@ PAPER_LATENCY_SETTING = 'A100, 512x512 (SHViT paper)'
 LATENCY_PROTOCOLS = ('gpu_latency_seg', 'cpu_latency_seg', 'gpu_latency_det', 'cpu_latency_det',
                      'gpu_throughput', 'cpu_throughput')
 COLUMNS = ['source', 'model', 'task', 'dataset', 'bbox_mAP', 'segm_mAP', 'mIoU', 'latency_ms',
-           'latency_setting', 'split', 'work_dir', 'timestamp', 'reference']
+           'latency_setting', 'detector_ms', 'detector_gflops', 'detector_setting', 'config',
+           'split', 'work_dir', 'timestamp', 'reference']
 COLUMN_TITLES = dict(source='source', model='model', task='task', dataset='dataset',
                      bbox_mAP='box AP', segm_mAP='mask AP', mIoU='mIoU',
                      latency_ms='backbone latency (ms)', latency_setting='latency setting',
+                     detector_ms='detector latency (ms)', detector_gflops='detector GFLOPs',
+                     detector_setting='detector latency setting', config='config',
                      split='split', work_dir='work dir', timestamp='run', reference='reference')
 
 
 
 # ------------------------------------------------------------------------------------ latency
 def load_benchmark_rows(paths):
-    """The rows of one or more benchmark JSON files (:func:`mmext.benchmark.load_results`)."""
-    from mmext.benchmark.report import load_results
-    if not paths:
-        return []
-    if isinstance(paths, str):
-        paths = [paths]
-    rows = []
-    for path in paths:
-        rows += load_results(path)
-    return rows
+    """The backbone rows of benchmark JSON files (:func:`mmext.benchmark.load_results`);
+    detector benchmark files among them are left out (:func:`split_benchmark_files`)."""
+    return split_benchmark_files(paths)[0]
 
 
 def latency_table(bench_rows, protocol=None, mode='deploy'):
@@ -90,7 +93,8 @@ def latency_table(bench_rows, protocol=None, mode='deploy'):
 
 
 # ------------------------------------------------------------------------------------ tables
-def paper_rows():
+def paper_rows(include_mmdet=True):
+    """The papers' rows, then mmdet's own RTMDet/YOLOX rows (``include_mmdet``)."""
     rows = []
     for ref in PAPER_RESULTS:
         row = dict(source='paper', split='reported', work_dir=None, timestamp=None, **ref)
@@ -98,11 +102,17 @@ def paper_rows():
             row['latency_ms'] = PAPER_LATENCY[ref['backbone']]
             row['latency_setting'] = PAPER_LATENCY_SETTING
         rows.append(row)
-    return rows
+    return rows + (mmdet_rows() if include_mmdet else [])
 
 
 def build_rows(runs, bench_rows=(), latency_protocol=None, latency_mode='deploy',
-               include_paper=True):
+               include_paper=True, detector_rows=(), detector_part='network',
+               detector_mode='deploy'):
+    """Runs with their latencies, then the reference rows (``include_paper``).
+
+    ``detector_rows``: detector benchmark rows, joined on the config name (their ``part`` and
+    ``mode``, see :mod:`mmext.analysis.detector_latency`).
+    """
     latency = latency_table(list(bench_rows), latency_protocol, latency_mode)
     rows = []
     for run in runs:
@@ -112,6 +122,7 @@ def build_rows(runs, bench_rows=(), latency_protocol=None, latency_mode='deploy'
         rows.append(row)
     if include_paper:
         rows += paper_rows()
+    join_detector_latency(rows, list(detector_rows), detector_part, detector_mode)
     return rows
 
 
@@ -124,10 +135,12 @@ def _cell(value):
 
 
 def to_markdown(rows):
-    lines = ['# Accuracy and backbone latency', '',
-             'Measured rows: test (or last validation) metrics from the work dirs; latency from '
-             'the benchmark JSON. Paper rows: the numbers the papers report (latency: '
-             f'{PAPER_LATENCY_SETTING}).', '']
+    lines = ['# Accuracy and latency', '',
+             'Measured rows: test (or last validation) metrics from the work dirs; backbone '
+             'latency from the backbone benchmark JSON, detector latency (whole detector, joined '
+             'on the config name) from the detector benchmark JSON. Paper rows: the numbers the '
+             f'papers report (latency: {PAPER_LATENCY_SETTING}). mmdet rows: {MMDET_REFERENCE} '
+             '(detector latency: the benchmark of their mmdet:: configs, when given).', '']
     lines.append('| ' + ' | '.join(COLUMN_TITLES[c] for c in COLUMNS) + ' |')
     lines.append('|' + '|'.join('---' for _ in COLUMNS) + '|')
     for row in rows:
@@ -168,16 +181,20 @@ def _no_runs_message(work_dirs):
 
 def summarize(work_dirs=('work_dirs', ), benchmark=None, out_dir='work_dirs/summary',
               latency_protocol=None, latency_mode='deploy', include_paper=True,
-              latest_only=True, make_plot=True, allow_empty=False):
+              latest_only=True, make_plot=True, allow_empty=False, detector_part='network',
+              detector_mode='deploy'):
     """Collect results and write ``summary.md``, ``summary.csv`` and ``summary.png``.
 
     Args:
         work_dirs: folders with mmengine runs (searched recursively).
-        benchmark: benchmark JSON file(s) from ``tools/benchmark_backbone.py``.
+        benchmark: benchmark JSON file(s) from ``tools/benchmark_backbone.py`` and/or
+            ``tools/benchmark_detector.py`` (told apart by their rows).
         out_dir: the folder the three files go into (created; an existing file is refused).
         latency_protocol, latency_mode: which benchmark rows give the latency (default: the
             first protocol of :data:`LATENCY_PROTOCOLS` present, ``deploy`` mode).
-        include_paper (bool): add the papers' numbers as reference rows.
+        detector_part, detector_mode: which detector benchmark rows give ``detector_ms``
+            (``network`` and ``deploy``, falling back to ``eager``, by default).
+        include_paper (bool): add the papers' and mmdet's numbers as reference rows.
         allow_empty (bool): write the summary even when no run has results (else ConfigError).
 
     Returns:
@@ -189,9 +206,11 @@ def summarize(work_dirs=('work_dirs', ), benchmark=None, out_dir='work_dirs/summ
     runs = collect_runs(work_dirs, latest_only=latest_only) if work_dirs else []
     if not runs and not allow_empty:
         raise ConfigError(_no_runs_message(work_dirs))
-    bench_rows = load_benchmark_rows(benchmark)
+    check_choice(detector_part, detector_mode)
+    bench_rows, detector_rows = split_benchmark_files(benchmark)
     _check_latency_choice(bench_rows, latency_protocol)
-    rows = build_rows(runs, bench_rows, latency_protocol, latency_mode, include_paper)
+    rows = build_rows(runs, bench_rows, latency_protocol, latency_mode, include_paper,
+                      detector_rows, detector_part, detector_mode)
     warnings = []
     if not runs:
         warnings.append(f'no runs with results under {", ".join(map(str, work_dirs or []))}; '
@@ -200,6 +219,11 @@ def summarize(work_dirs=('work_dirs', ), benchmark=None, out_dir='work_dirs/summ
         warnings.append('no measured run has a backbone the benchmark timed '
                         f'(runs: {", ".join(sorted({str(r["backbone"]) for r in runs}))}); '
                         'the latency column is empty.')
+    if runs and detector_rows and not any(r.get('detector_ms') for r in rows[:len(runs)]):
+        timed = sorted({config_key(r.get('config')) for r in detector_rows})
+        warnings.append('no measured run has a config the detector benchmark timed (runs: '
+                        f'{", ".join(sorted({str(r.get("config")) for r in runs}))}; timed: '
+                        f'{", ".join(timed)}); the detector latency column is empty.')
     _output_dir(out_dir)
     md_path = osp.join(out_dir, 'summary.md')
     with open(md_path, 'w') as f:
@@ -218,4 +242,4 @@ def _check_latency_choice(bench_rows, protocol):
 
 __all__ = ['summarize', 'collect_runs', 'read_run', 'build_rows', 'latency_table', 'plot',
            'to_markdown', 'write_csv', 'paper_rows', 'PAPER_RESULTS', 'PAPER_LATENCY',
-           'pareto_front', 'load_benchmark_rows']
+           'pareto_front', 'load_benchmark_rows', 'MMDET_RESULTS']
