@@ -77,3 +77,22 @@ def test_fuse_hook_really_fuses(trained, tmp_path):
         expected = output_list(reference.backbone.eval()(x))
         got = output_list(backbone.eval()(x))
     assert max_rel_err(expected, got) < 1e-4
+
+
+def test_two_runners_in_one_second_keep_their_own_logger(tmp_path, coco_demo, monkeypatch):
+    """mmengine keys a run's logger by config name + second; a second run of the same config in
+    the same second (a frozen clock here) must not log into the first's file."""
+    import time
+    cfg_file = tiny_retinanet_config(tmp_path / 'tiny.py', coco_demo, max_epochs=1)
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *args: '20260101_000000')
+    runners = []
+    for name in ('a', 'b'):
+        cfg = load_config(cfg_file)
+        cfg.work_dir = str(tmp_path / name)
+        adapt_to_device(cfg)
+        runners.append(build_runner(cfg))
+    first, second = runners
+    assert first.timestamp == second.timestamp  # the situation under test
+    assert first.logger is not second.logger
+    assert first.logger.log_file != second.logger.log_file
+    assert first.message_hub is not second.message_hub
