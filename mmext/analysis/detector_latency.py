@@ -28,7 +28,7 @@ from mmext.errors import ConfigError
 
 PARTS = ('network', 'predict')
 MODES = ('deploy', 'eager')
-DETECTOR_ROW_KEYS = ('config', 'part', 'mode', 'median_ms', 'status')
+DETECTOR_ROW_KEYS = ('config', 'part', 'mode', 'status')  # skipped rows have no median_ms
 # mmdet 3.3's model zoo (COCO val2017 box AP, the metafiles' "box AP", 300-epoch recipes).
 MMDET_REFERENCE = 'mmdet 3.3 model zoo (metafile, 300 epochs)'
 MMDET_RESULTS = [
