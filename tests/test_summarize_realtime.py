@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmext.analysis import detector_latency as det_lat
 from mmext.analysis import summarize as summ
 from mmext.analysis.naming import identify_from_path
-from mmext.analysis.plot import x_key
+from mmext.analysis.plot import plot_panels, x_key
 from mmext.errors import ConfigError
 
 from .runtime_helpers import config_path, write_config
@@ -101,6 +101,10 @@ def test_summary_joins_the_runs_own_config(realtime):
     md = open(result['markdown']).read()
     assert 'detector latency (ms)' in md and f'| {CONFIG} |' in md
     assert open(result['png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    panels = plot_panels(result['rows'])
+    assert ('RTMDet', 'bbox_mAP', 'detector_ms') in panels
+    # mmdet's YOLOX rows alone, not timed: nothing to draw, no panel
+    assert not [p for p in panels if p[0] == 'YOLOX']
 
 
 @pytest.mark.slow
@@ -176,6 +180,7 @@ def test_plot_with_detector_panels(tmp_path):
                                mode='eager')])
     assert [r['detector_ms'] for r in rows if r['task'] == 'YOLOX' and
             r.get('detector_ms')] == [10.0, 12.0, 11.0]
+    assert plot_panels(rows)[-1] == ('YOLOX', 'bbox_mAP', 'detector_ms')
     path = summ.plot(rows, str(tmp_path / 'p.png'))
     import matplotlib.image
     assert matplotlib.image.imread(path).shape[0] > 100

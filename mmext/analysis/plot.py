@@ -16,9 +16,11 @@ REFERENCE_STYLE = {'paper': ('tab:red', 'paper (A100, 512x512)'),
 
 
 def x_key(rows, task):
-    """``'detector_ms'`` for RTMDet/YOLOX panels with a detector latency, else ``'latency_ms'``."""
-    if task in DETECTOR_LATENCY_TASKS and any(
-            r.get('task') == task and r.get('detector_ms') for r in rows):
+    """``'latency_ms'``, or ``'detector_ms'`` for RTMDet/YOLOX panels with a detector latency
+    (or with no latency at all)."""
+    mine = [r for r in rows if r.get('task') == task]
+    if task in DETECTOR_LATENCY_TASKS and (any(r.get('detector_ms') for r in mine) or
+                                           not any(r.get('latency_ms') for r in mine)):
         return 'detector_ms'
     return 'latency_ms'
 
@@ -33,26 +35,35 @@ def pareto_front(points):
     return front
 
 
+def plot_panels(rows):
+    """``[(task, metric, x key), ...]``: the panels :func:`plot` draws for ``rows``, in order."""
+    panels = [(task, metric) for task, metric in PANELS
+              if any(r.get('task') == task and r.get(metric) is not None for r in rows)]
+    extra = sorted({(r.get('task'), m) for r in rows for m in METRICS
+                    if r.get(m) is not None} - set(PANELS))
+    panels += [p for p in extra if p[0]]
+    # a panel with nothing to draw (reference rows without a latency, no run) is left out
+    panels = [p for p in panels if any(
+        r.get('task') == p[0] and r.get(p[1]) is not None and
+        (r.get('source') == 'measured' or r.get(x_key(rows, p[0]))) for r in rows)]
+    if not panels:
+        return [('no results', 'bbox_mAP', 'latency_ms')]
+    return [(task, metric, x_key(rows, task)) for task, metric in panels]
+
+
 def plot(rows, path, title=None):
     """Accuracy against latency, one panel per task and metric; returns ``path``."""
     import matplotlib
     matplotlib.use('Agg', force=True)
     import matplotlib.pyplot as plt
 
-    panels = [(task, metric) for task, metric in PANELS
-              if any(r.get('task') == task and r.get(metric) is not None for r in rows)]
-    extra = sorted({(r.get('task'), m) for r in rows for m in METRICS
-                    if r.get(m) is not None} - set(PANELS))
-    panels += [p for p in extra if p[0]]
-    if not panels:
-        panels = [('no results', 'bbox_mAP')]
+    panels = plot_panels(rows)
     cols = min(2, len(panels))
     nrows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 4.6 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, (task, metric) in zip(axes.flat, panels):
-        xk = x_key(rows, task)
+    for ax, (task, metric, xk) in zip(axes.flat, panels):
         chosen = [r for r in rows if r.get('task') == task and r.get(metric) is not None]
         placed = [r for r in chosen if r.get(xk)]
         measured = [(r[xk], r[metric], r['model']) for r in placed if r['source'] == 'measured']
