@@ -264,22 +264,23 @@ class BaseBackbone(BaseModule):
             return cls(**kwargs)
 
     def init_weights(self):
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmext.checkpoints import load_pretrained
-            if self.deploy:  # ImageNet weights are unfused: load them into the twin, then fold
-                twin = self.build_twin(deploy=False)
-                try:
-                    load_pretrained(twin, cfg['checkpoint'])
-                except FusedCheckpointError:  # a fused file: it fits this model as it is
-                    load_pretrained(self, cfg['checkpoint'])
-                else:
-                    self.load_state_dict(twin.switch_to_deploy().state_dict())
-            else:
-                load_pretrained(self, cfg['checkpoint'])
-            self._is_init = True
-        else:
+        """mmengine's initialisation, or, when ``init_cfg`` (a dict or a list) has a
+        ``Pretrained`` entry, mmext's loader for it (any layout; other entries run first)."""
+        from mmext.checkpoints import init_pretrained, pretrained_entry
+        if pretrained_entry(self.init_cfg) is None:
             super().init_weights()
+            return
+        if self.deploy:  # ImageNet weights are unfused: load them into the twin, then fold
+            twin = self.build_twin(deploy=False)
+            try:
+                init_pretrained(twin, self.init_cfg)
+            except FusedCheckpointError:  # a fused file: it fits this model as it is
+                init_pretrained(self, self.init_cfg)
+            else:
+                self.load_state_dict(twin.switch_to_deploy().state_dict())
+        else:
+            init_pretrained(self, self.init_cfg)
+        self._is_init = True
 
     def switch_to_deploy(self):
         """Fold every BatchNorm into its neighbouring conv/linear, in place, for inference.
