@@ -104,10 +104,13 @@ class RNGStateHook(Hook):
       just before training continues (``before_train`` of an epoch-based loop; the first
       ``before_train_iter`` of an iteration-based one, after mmengine fast-forwards the data).
 
-    Exact for epoch-based loops. Not exact when the train dataloader has
-    ``persistent_workers=True`` (worker processes keep their own generator states, which a
-    checkpoint cannot hold) and for iteration-based loops whose random transforms run in the
-    main process (``num_workers=0``; mmengine's fast-forward replays them); a warning says so.
+    Exact (tested bit for bit on the CPU) for epoch-based loops, and for iteration-based loops
+    whose data come from workers (mmengine's fast-forward then replays the skipped batches in
+    the workers, as the first run did). Not exact when the train dataloader has
+    ``persistent_workers=True`` in an epoch-based loop (worker processes keep their own
+    generator states, which a checkpoint cannot hold) and for iteration-based loops whose
+    random transforms run in the main process (``num_workers=0``: the fast-forward draws from
+    the main generators); a warning says so.
     """
 
     priority = 'VERY_HIGH'
@@ -163,14 +166,26 @@ class RNGStateHook(Hook):
 
     def _reseed_dataloader(self, runner, seed):
         import functools
-        loader = runner.train_loop.dataloader
+        loop = runner.train_loop
+        loader = loop.dataloader
+        changed = False
         for sampler in _seeded_samplers(loader):
-            sampler.seed = seed
+            if sampler.seed != seed:
+                sampler.seed, changed = seed, True
+                if hasattr(sampler, '_indices_of_rank'):  # InfiniteSampler: its index stream
+                    sampler.indices = sampler._indices_of_rank()
         init_fn = getattr(loader, 'worker_init_fn', None)
-        if isinstance(init_fn, functools.partial) and 'seed' in (init_fn.keywords or {}):
+        if isinstance(init_fn, functools.partial) and (init_fn.keywords or {}).get(
+                'seed', seed) != seed:
             loader.worker_init_fn = functools.partial(
                 init_fn.func, *init_fn.args, **dict(init_fn.keywords, seed=seed))
-        if getattr(loader, 'num_workers', 0) > 0 and getattr(loader, 'persistent_workers', False):
+            changed = True
+        if changed and hasattr(loop, 'dataloader_iterator'):
+            # an iteration-based loop iterates (and starts its workers) when it is built:
+            # start over with the checkpoint's seed
+            loop.dataloader_iterator = type(loop.dataloader_iterator)(loader)
+        if getattr(loader, 'num_workers', 0) > 0 and getattr(loader, 'persistent_workers', False) \
+                and not hasattr(loop, 'dataloader_iterator'):  # epoch-based: new workers
             runner.logger.warning('mmext: persistent_workers=True: the data workers\' random '
                                   'states are not in the checkpoint, so random transforms after '
                                   'this resume differ from an uninterrupted run.')
