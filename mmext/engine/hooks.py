@@ -107,8 +107,9 @@ class RNGStateHook(Hook):
     Exact (tested bit for bit on the CPU) for epoch-based loops, and for iteration-based loops
     whose data come from workers (mmengine's fast-forward then replays the skipped batches in
     the workers, as the first run did). Not exact when the train dataloader has
-    ``persistent_workers=True`` in an epoch-based loop (worker processes keep their own
-    generator states, which a checkpoint cannot hold) and for iteration-based loops whose
+    ``persistent_workers=True`` in an epoch-based loop (mmdet's dataset bases: worker processes
+    keep their own generator states across epochs, which a checkpoint cannot hold;
+    ``persistent_workers=False`` restarts them each epoch from fixed seeds, and is exact) and for iteration-based loops whose
     random transforms run in the main process (``num_workers=0``: the fast-forward draws from
     the main generators); a warning says so.
     """
@@ -188,7 +189,8 @@ class RNGStateHook(Hook):
                 and not hasattr(loop, 'dataloader_iterator'):  # epoch-based: new workers
             runner.logger.warning('mmext: persistent_workers=True: the data workers\' random '
                                   'states are not in the checkpoint, so random transforms after '
-                                  'this resume differ from an uninterrupted run.')
+                                  'this resume differ from an uninterrupted run (for a bit-exact '
+                                  'resume train with train_dataloader.persistent_workers=False).')
 
     def _restore(self, runner):
         if self._pending is not None:
