@@ -77,9 +77,13 @@ def test_run_benchmark_rows_and_meta():
         assert row['gflops_s'] == pytest.approx(expect, abs=0.006)  # stored to 2 decimals
         precision = pk.mode_precision(mode)
         assert row['precision'] == precision
-        if peak.get(precision):
-            assert row['peak_fraction'] == pytest.approx(expect / peak[precision], rel=1e-3,
-                                                         abs=1e-4)
+        # the peak is the GEMM of the row's precision timed in the same rounds
+        same = meta['peaks_same_rounds'][0]
+        assert same['arch'] == 'shvit_s1' and same['n'] == 256
+        assert row['peak_source'] == 'same rounds'
+        assert row['peak_gflops_s'] == same[precision]
+        assert row['peak_fraction'] == pytest.approx(expect / same[precision], rel=1e-3,
+                                                     abs=1e-4)
     assert by_mode['deploy']['status'] == 'ok'
     if by_mode['onnxruntime_int8']['status'] == 'ok':
         row = by_mode['onnxruntime_int8']

@@ -32,7 +32,7 @@ similarity of each output map with eager fp32 (``cosine``, ``cosine_min``).
 """
 import torch
 
-from mmext.benchmark.peaks import gflops_per_s, measure_peaks, mode_precision
+from mmext.benchmark.peaks import gemm_runners, gflops_per_s, measure_peaks, mode_precision
 from mmext.benchmark.environment import environment
 from mmext.benchmark.models import _timm, build_mmext, build_reference, build_timm
 from mmext.benchmark.protocols import (REFERENCE, TINY, modes_for_device, resolve_archs,
@@ -222,13 +222,26 @@ def run_benchmark(archs=None, protocols=None, modes=None, tiny=False, warmup=Non
         if timm is not None and arch.timm:  # timed in the same rounds as mmext's modes
             cases.append(_other_case(lambda f: build_timm(arch.timm, f, seed), 'timm',
                                      arch.name, protocol, settings, env))
-        for i, row in enumerate(time_cases(cases, protocol, settings, rounds)):
+        gemms = {}
+        if peak_table and protocol.device in _available_devices():
+            gemms = gemm_runners(protocol.device, settings['threads'], peak_n)
+            cases += [(dict(batch=1, mode=k, status='ok'), r) for k, r in gemms.items()]
+        timed = time_cases(cases, protocol, settings, rounds)
+        same_rounds = {}
+        for (name, runner), row in zip(gemms.items(), timed[len(timed) - len(gemms):]):
+            if row['status'] == 'ok' and row.get('median_ms'):
+                same_rounds[name] = round(runner.info['gflop'] / (row['median_ms'] / 1000), 2)
+        timed = timed[:len(timed) - len(gemms)]
+        if same_rounds and meta is not None:
+            meta.setdefault('peaks_same_rounds', []).append(
+                dict(arch=arch.name, protocol=protocol.name, n=peak_n, **same_rounds))
+        for i, row in enumerate(timed):
             if i == len(modes_here):
                 _say_sizefailure_status(row)
             else:
                 if modes_here[i] == 'eager' and ref is not None and row['status'] == 'ok':
                     row['max_rel_err'] = 0.0
-                add_efficiency(row, model, peak_table)
+                add_efficiency(row, model, peak_table, same_rounds)
             rows.append(row)
             log(row)
         ref = None
@@ -290,8 +303,12 @@ def row_macs(model, arch_name, height, width):
     return _MACS[key]
 
 
-def add_efficiency(row, model, peak_table):
-    """Fill ``macs``, ``gflops_s``, ``precision``, ``peak_gflops_s`` and ``peak_fraction``."""
+def add_efficiency(row, model, peak_table, same_rounds=None):
+    """Fill ``macs``, ``gflops_s``, ``precision``, ``peak_gflops_s`` and ``peak_fraction``.
+
+    The peak is the GEMM of the row's precision timed in the same rounds (``same_rounds``,
+    ``{precision: GFLOP/s}``) where there is one, else the run's start-up peak (``peak_table``);
+    ``peak_source`` says which."""
     if row['status'] != 'ok' or row['source'] != 'mmext':
         return row
     row['precision'] = mode_precision(row['mode'], row['amp'])
@@ -303,7 +320,10 @@ def add_efficiency(row, model, peak_table):
     row['gflops_s'] = None if gflops is None else round(gflops, 2)
     peaks = peak_table.get(peak_key(row['device'], row['threads'] if row['device'] == 'cpu'
                                     else None), {})
-    peak = peaks.get(row['precision'])
+    peak = (same_rounds or {}).get(row['precision'])
+    row['peak_source'] = 'same rounds' if peak else 'start of run'
+    if not peak:
+        peak = peaks.get(row['precision'])
     row['peak_gflops_s'] = peak
     row['peak_fraction'] = round(gflops / peak, 4) if gflops and peak else None
     return row

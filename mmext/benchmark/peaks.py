@@ -14,6 +14,11 @@ it has: one large square matrix product. :func:`measure_peaks` times ``n x n x n
 Each figure is the best of ``repeats`` timed runs after one untimed run, in GFLOP/s (GOP/s for
 int8), counting 2 operations per multiply-accumulate. A benchmark row's ``peak_fraction`` is its
 achieved GFLOP/s over the peak of its precision (:data:`MODE_PRECISION`).
+
+On a shared machine whose speed drifts, a peak measured once at the start can be far from the
+speed the machine had when a row was timed. :func:`gemm_runners` therefore gives the same GEMMs
+as runners that the benchmark times in the same interleaved rounds as each arch's modes; rows
+then use those medians (``peak_gflops_s``), and the JSON keeps both.
 """
 import os.path as osp
 import tempfile
@@ -67,16 +72,11 @@ def matmul_peak(dtype, n=2048, device='cpu', repeats=3):
     return 2.0 * n ** 3 / seconds / 1e9
 
 
-def int8_peak(n=2048, threads=1, repeats=3):
-    """GOP/s of ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32) on ``n x n`` inputs;
-    ``None`` where onnxruntime or onnx is not installed."""
-    try:
-        import numpy as np
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-        from mmext.deploy.export import ort_session
-    except ImportError:
-        return None
+def _int8_session(n, threads, folder):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from mmext.deploy.export import ort_session
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), 'B')
     graph = helper.make_graph(
@@ -85,12 +85,47 @@ def int8_peak(n=2048, threads=1, repeats=3):
         [helper.make_tensor_value_info('Y', TensorProto.INT32, [n, n])], initializer=[weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
     model.ir_version = min(model.ir_version, 9)
+    path = osp.join(folder, 'int8_peak.onnx')
+    onnx.save(model, path)
+    session = ort_session(path, threads=threads)
     a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    return lambda: session.run(None, {'A': a})
+
+
+def gemm_runners(device='cpu', threads=1, n=2048):
+    """``{precision: Runner}`` of one ``n^3`` GEMM per precision this device has natively
+    (fp32, bf16, int8 on the CPU with onnxruntime); ``Runner.info['gflop']`` is its work."""
+    import shutil
+    from mmext.deploy.runners import Runner, module_version
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    dtypes = {'fp32': torch.float32}
+    if native_bf16(device):
+        dtypes['bf16'] = torch.bfloat16
+    for name, dtype in dtypes.items():
+        a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+
+        def run(a=a, b=b):
+            with torch.inference_mode():
+                return torch.matmul(a, b)
+        out[name] = Runner(run, info=dict(gflop=2.0 * n ** 3 / 1e9))
+    if device == 'cpu' and module_version('onnxruntime') and module_version('onnx'):
+        folder = tempfile.mkdtemp(prefix='mmext_peak_')
+        out['int8'] = Runner(_int8_session(n, threads or 1, folder),
+                             lambda: shutil.rmtree(folder, ignore_errors=True),
+                             info=dict(gflop=2.0 * n ** 3 / 1e9))
+    return out
+
+
+def int8_peak(n=2048, threads=1, repeats=3):
+    """GOP/s of ONNX Runtime's ``MatMulInteger`` (uint8 x int8 -> int32) on ``n x n`` inputs;
+    ``None`` where onnxruntime or onnx is not installed."""
+    from mmext.deploy.runners import module_version
+    if not (module_version('onnxruntime') and module_version('onnx')):
+        return None
     with tempfile.TemporaryDirectory(prefix='mmext_peak_') as folder:
-        path = osp.join(folder, 'int8_peak.onnx')
-        onnx.save(model, path)
-        session = ort_session(path, threads=threads)
-        seconds = _best_time(lambda: session.run(None, {'A': a}), repeats)
+        seconds = _best_time(_int8_session(n, threads, folder), repeats)
     return 2.0 * n ** 3 / seconds / 1e9
 
 

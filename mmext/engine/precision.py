@@ -137,3 +137,73 @@ class LoopTimerHook(Hook):
 
     def after_test_epoch(self, runner, metrics=None):
         self.seconds = time.perf_counter() - self._start
+
+
+class PartTimer:
+    """Adds up the wall time spent in the forward of ``model.<part>`` for each part."""
+
+    def __init__(self, model, parts):
+        self.model, self.parts, self.seconds, self._handles, self._t = model, parts, 0.0, [], {}
+
+    def __enter__(self):
+        for name in self.parts:
+            part = getattr(self.model, name, None)
+            if isinstance(part, torch.nn.Module):
+                self._handles += [part.register_forward_pre_hook(self._start),
+                                  part.register_forward_hook(self._stop)]
+        return self
+
+    def _start(self, module, args):
+        self._t[id(module)] = time.perf_counter()
+
+    def _stop(self, module, args, out):
+        self.seconds += time.perf_counter() - self._t.pop(id(module))
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+
+class _TimedBf16TestHook(Bf16TestHook):
+    def before_test_epoch(self, runner):
+        super().before_test_epoch(runner)
+        self.timer = PartTimer(unwrap_model(runner.model), self.parts).__enter__()
+
+    def after_test_epoch(self, runner, metrics=None):
+        self.timer.__exit__()
+        super().after_test_epoch(runner, metrics)
+
+
+def test_fp32_then_bf16(runner, parts=DEFAULT_PARTS):
+    """Run ``runner``'s test loop in fp32, then with ``parts`` in bf16 (same data, same model).
+
+    Returns ``dict(fp32=metrics, bf16=metrics, fp32_s, bf16_s, speedup, parts_fp32_s,
+    parts_bf16_s, parts_speedup, max_abs_diff)``: the loop's wall time and the time spent in
+    the bf16 parts in each run, and the largest change of a metric; logs the speed-ups.
+    """
+    model = unwrap_model(runner.model)
+    device = next(model.parameters()).device
+    check_bf16(device)
+    timer = LoopTimerHook()
+    runner.register_hook(timer)
+    with PartTimer(model, parts) as parts32:
+        fp32 = dict(runner.test() or {})
+    timer.before_test_epoch = timer.after_test_epoch = lambda *a, **k: None  # counted once
+    hook = _TimedBf16TestHook(parts)
+    runner.register_hook(hook)
+    bf16 = dict(runner.test() or {})
+    diff = {k: abs(float(bf16[k]) - float(v)) for k, v in fp32.items()
+            if isinstance(v, (int, float)) and isinstance(bf16.get(k), (int, float))}
+    result = dict(fp32=fp32, bf16=bf16, fp32_s=round(timer.seconds, 2),
+                  bf16_s=round(hook.seconds, 2), speedup=round(timer.seconds / hook.seconds, 3),
+                  parts_fp32_s=round(parts32.seconds, 2), parts_bf16_s=round(hook.timer.seconds, 2),
+                  parts_speedup=round(parts32.seconds / max(hook.timer.seconds, 1e-9), 3),
+                  max_abs_diff=round(max(diff.values()), 4) if diff else None)
+    runner.logger.info(
+        f'mmext: test loop fp32 {result["fp32_s"]} s, with {", ".join(parts)} in bf16 '
+        f'{result["bf16_s"]} s: {result["speedup"]}x ({", ".join(parts)}: '
+        f'{result["parts_fp32_s"]} s -> {result["parts_bf16_s"]} s, {result["parts_speedup"]}x); '
+        f'largest metric change {result["max_abs_diff"]}')
+    return result
