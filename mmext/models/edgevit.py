@@ -238,6 +238,7 @@ class EdgeViT(BaseBackbone):
     arch_keys = ('embed_dims', 'depths', 'num_heads')
     arch_defaults = dict(sample_ratios=[4, 2, 2, 1], mlp_ratio=4.0)
     stage_keys = ('embed_dims', 'depths', 'num_heads', 'sample_ratios')
+    min_input_size = 1  # patch embeddings pad to their kernel: down to 1x1
 
     def __init__(self, arch='xxs', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',

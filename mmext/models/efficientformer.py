@@ -276,6 +276,7 @@ class EfficientFormer(BaseBackbone):
     arch_defaults = dict(mlp_ratio=4.0, pool_size=3, num_heads=8, key_dim=32, attn_ratio=4,
                          resolution=7, layer_scale_init_value=1e-5)
     stage_keys = ('embed_dims', 'depths')
+    min_input_size = 1  # padded 3x3 convs, pooling without padding counts: down to 1x1
 
     def __init__(self, arch='l1', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, out_norm=False, drop_path_rate=0.0,

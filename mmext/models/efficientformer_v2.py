@@ -329,6 +329,7 @@ class EfficientFormerV2(BaseBackbone):
     arch_keys = ('embed_dims', 'depths', 'num_vit')
     arch_defaults = dict(mlp_ratios=[4, 4, 4, 4], pretrain_size=224, layer_scale_init_value=1e-5)
     stage_keys = ('embed_dims', 'depths', 'mlp_ratios')
+    min_input_size = 1  # padded 3x3 convs; stride attention crops its x2 upsampling
 
     def __init__(self, arch='s0', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',
@@ -337,8 +338,7 @@ class EfficientFormerV2(BaseBackbone):
         check_attn_impl(attn_impl, 'EfficientFormerV2')
         dims, depths, num_vit = self.arch['embed_dims'], self.arch['depths'], self.arch['num_vit']
         mlp_ratios = self.block_mlp_ratios(self.arch)
-        # Token grids of the pretraining input: stride 16 (attention downsampling's keys) and
-        # stride 32 (both self-attentions; stage 3 reaches it through its stride-2 conv).
+        # Pretraining token grids: stride 16 (downsampling's keys), 32 (both self-attentions)
         grid16 = math.ceil(self.arch['pretrain_size'] / 16)
         grid32 = math.ceil(grid16 / 2)
         total = sum(depths)

@@ -203,6 +203,7 @@ class SHViT(BaseBackbone):
     arch_keys = ('embed_dims', 'depths', 'partial_dims')
     arch_defaults = dict(qk_dim=16, attn_stages=[False, True, True])
     stage_keys = ('embed_dims', 'depths', 'partial_dims', 'attn_stages')
+    min_input_size = 1  # 3x3 stride-2 convs with padding: any size down to 1x1
     default_num_stages = 3
 
     def __init__(self, arch='s4', out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=False,
