@@ -243,3 +243,43 @@ def test_deploy_runner_swaps_edgevit_deconvs():
     keep = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, groups=4),
                                torch.nn.ConvTranspose2d(4, 8, 2, stride=2))
     assert swap_slow_layers(keep) == 0
+
+
+@pytest.mark.slow
+def test_fp32_then_bf16_test_loop(tmp_path, coco_demo):
+    """A real mmengine test loop (tiny RetinaNet + SHViT-S1 on the demo COCO set), run in fp32
+    and then with backbone and neck in bf16: both give metrics, the bf16 parts were used and
+    timed, and the model is float32 again afterwards."""
+    from mmext.engine.config import detect_codebase, load_config, register_codebase
+    from mmext.engine.launch import adapt_to_device, build_runner
+    from mmext.engine.precision import Bf16Module, test_fp32_then_bf16
+    from tests.runtime_helpers import tiny_retinanet_config
+    if skip_reason('bf16', 'cpu'):
+        pytest.skip('bf16 cannot run here: ' + skip_reason('bf16', 'cpu'))
+    cfg_file = tiny_retinanet_config(tmp_path / 'retina.py', coco_demo, max_epochs=1,
+                                     random_aug=False)
+    cfg = load_config(cfg_file)
+    register_codebase(detect_codebase(cfg))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.model.backbone.init_cfg = None
+    adapt_to_device(cfg)
+    runner = build_runner(cfg)
+    used = []
+    orig_forward = Bf16Module.forward
+
+    def spy(self, *args, **kwargs):  # records that the bf16 copy really ran
+        used.append(next(self.module.parameters()).dtype)
+        return orig_forward(self, *args, **kwargs)
+
+    Bf16Module.forward = spy
+    try:
+        result = test_fp32_then_bf16(runner)
+    finally:
+        Bf16Module.forward = orig_forward
+    assert set(result['fp32']) == set(result['bf16']) and 'coco/bbox_mAP' in result['fp32']
+    assert used and set(used) == {torch.bfloat16}
+    assert len(used) == 2 * coco_demo['num_val']  # backbone and neck, once per image
+    assert result['parts_fp32_s'] > 0 and result['parts_bf16_s'] > 0 and result['speedup'] > 0
+    model = runner.model
+    assert not any(isinstance(m, Bf16Module) for m in model.modules())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
