@@ -239,3 +239,24 @@ def test_cli(results, capsys):
                '--out', str(out)])
     assert 'SHViT-S1' in capsys.readouterr().out
     assert sorted(os.listdir(out)) == ['summary.csv', 'summary.md', 'summary.png']
+
+
+def test_config_name_of_each_run_in_a_shared_work_dir(tmp_path):
+    """Two configs tested into one work dir: each run is named by the config file mmengine
+    dumped with its own text, not by the other one or by the work dir."""
+    from mmengine.config import Config
+    work_dir = tmp_path / 'work_dirs' / 'shared'
+    for i, name in enumerate(['a_rtmdet_cfg', 'b_rtmdet_cfg']):
+        cfg = det_cfg()
+        cfg['model']['type'] = 'RTMDet'
+        cfg['model']['backbone']['arch'] = f's{i + 1}'
+        path = tmp_path / f'{name}.py'
+        path.write_text(''.join(f'{k} = {v!r}\n' for k, v in cfg.items()))
+        real_test_run(work_dir, Config.fromfile(str(path)), dict(bbox_mAP=0.1 * (i + 1)),
+                      'coco', f'cfg_{name}')
+        time.sleep(1.1)  # mmengine names run folders by the second
+    assert sorted(f for f in os.listdir(work_dir) if f.endswith('.py')) == [
+        'a_rtmdet_cfg.py', 'b_rtmdet_cfg.py']
+    runs = {r['backbone']: r for r in summ.collect_runs(str(work_dir))}
+    assert runs['shvit_s1']['config'] == 'a_rtmdet_cfg' and runs['shvit_s1']['task'] == 'RTMDet'
+    assert runs['shvit_s2']['config'] == 'b_rtmdet_cfg' and runs['shvit_s2']['bbox_mAP'] == 20.0
