@@ -61,7 +61,7 @@ def test_overrides_give_small_plain_images_and_short_run_hooks(det_type, coco_de
         dataset = cfg[loader].dataset
         assert dataset.type == 'CocoDataset'
         assert dataset.data_root == coco_demo['data_root']
-        assert not HEAVY_TYPES(dataset.pipeline)
+        assert not heavy_types(dataset.pipeline)
         # a real sample through the real pipeline: the 128 px image resized to 64 px
         with DefaultScope.overwrite_default_scope('mmdet'):  # as the runner's default_scope
             sample = DATASETS.build(dataset)[0]
@@ -70,7 +70,7 @@ def test_overrides_give_small_plain_images_and_short_run_hooks(det_type, coco_de
     assert cfg.val_evaluator.metric == (['bbox', 'segm'] if det_type == 'MaskRCNN' else ['bbox'])
 
 
-def HEAVY_TYPES(pipeline):
+def heavy_types(pipeline):
     return [t['type'] for t in pipeline if t['type'] in HEAVY]
 
 
@@ -129,6 +129,20 @@ def check_demo_output(output, with_segm, backbone):
     assert float(latency[0][1]) > 0
 
 
+def check_run_config(work_dir, config, img_size):
+    """The config the runner dumped into ``work_dir`` (what really ran) has the demo's small
+    plain pipelines, not the recipe's 640-800 px ones."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(work_dir, osp.basename(config)))
+    for loader in ('train_dataloader', 'val_dataloader'):
+        pipeline = cfg[loader].dataset.pipeline
+        assert not heavy_types(pipeline), pipeline
+        resize = [t for t in pipeline if t['type'] == 'Resize']
+        assert len(resize) == 1 and list(resize[0]['scale']) == [img_size, img_size]
+    assert not cfg.model.data_preprocessor.get('batch_augments')
+    assert cfg.model.backbone.init_cfg is None
+
+
 TINY = ['--epochs', '1', '--num-train', '4', '--num-val', '2', '--batch-size', '2',
         '--img-size', '64']
 
@@ -143,17 +157,28 @@ def test_demo_cli_end_to_end(det_type, backbone, tmp_path, subprocess_env):
     assert proc.returncode == 0, proc.output[-6000:]
     check_demo_output(proc.stdout, det_type == 'MaskRCNN', backbone)
     assert osp.isfile(tmp_path / 'work' / 'epoch_1.pth')
+    check_run_config(str(tmp_path / 'work'), CONFIGS[det_type], 64)
 
 
 @pytest.mark.slow
 def test_run_demo_from_python_returns_the_metrics(tmp_path, capsys):
+    import torch
     from mmext.apis import run_demo
-    result = run_demo(work_dir=str(tmp_path / 'work'), data_root=str(tmp_path / 'data'),
-                      config=config_path(CONFIGS['YOLOX']), max_epochs=1, num_train=4,
-                      num_val=2, batch_size=2, img_size=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses: 2 threads on a loaded machine crawl
+    try:
+        # after 2 iterations no score passes YOLOX's threshold; 0 keeps every box (CocoMetric
+        # then computes every metric) and checks that cfg_options reach the run
+        result = run_demo(work_dir=str(tmp_path / 'work'), data_root=str(tmp_path / 'data'),
+                          config=config_path(CONFIGS['YOLOX']), max_epochs=1, num_train=4,
+                          num_val=2, batch_size=2, img_size=64,
+                          cfg_options={'model.test_cfg.score_thr': 0.0})
+    finally:
+        torch.set_num_threads(threads)
     metrics = result['metrics']
     assert {'coco/bbox_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
     assert result['bbox_mAP'] == metrics['coco/bbox_mAP'] and result['segm_mAP'] is None
     assert result['detector'] == 'YOLOX' and result['backbone'] == 'EfficientFormerV2-S0'
     assert result['latency_ms'] > 0 and result['settings']['img_size'] == 64
     check_demo_output(capsys.readouterr().out, False, 'EfficientFormerV2-S0')
+    check_run_config(result['work_dir'], CONFIGS['YOLOX'], 64)
