@@ -25,6 +25,10 @@ class CheckpointError(MmextError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the model."""
 
 
+class FusedCheckpointError(CheckpointError):
+    """A checkpoint saved after ``switch_to_deploy()`` offered to an unfused backbone."""
+
+
 class DatasetNotFoundError(MmextError, FileNotFoundError):
     """A dataset that is not where the config expects it."""
 

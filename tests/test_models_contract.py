@@ -212,6 +212,27 @@ def test_deploy_with_pretrained_init_cfg(family, tmp_path):
         assert max_rel_error(ref, _features(fresh, x)) < 1e-5, name
 
 
+@pytest.mark.parametrize('family', NAMES)
+def test_load_pretrained_keeps_fused_and_unfused_apart(family, tmp_path):
+    """mmext's loader called directly: an unfused file is folded into a deploy model (EdgeViT's
+    fused structure has no keys of its own, so the check must see the unfiltered file), and a
+    fused file offered to an unfused model is refused."""
+    from mmext.checkpoints import load_pretrained
+    cls, arch, _, _ = FAMILIES[family]
+    model = build(family, seed=5).eval()
+    x = torch.randn(1, 3, 40, 56)
+    ref = _features(model, x)
+    plain, fused = str(tmp_path / 'plain.pth'), str(tmp_path / 'fused.pth')
+    torch.save({'state_dict': model.state_dict()}, plain)
+    torch.save({'state_dict': copy.deepcopy(model).switch_to_deploy().state_dict()}, fused)
+    for path in (plain, fused):
+        deployed = cls(arch, deploy=True)
+        load_pretrained(deployed, path)
+        assert max_rel_error(ref, _features(deployed, x)) < 1e-5, path
+    with pytest.raises(CheckpointError, match='deploy=True'):
+        load_pretrained(cls(arch), fused)
+
+
 def test_partial_unfused_checkpoint_is_not_folded():
     model = build('SHViT')
     state = model.state_dict()

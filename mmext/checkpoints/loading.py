@@ -21,7 +21,7 @@ import torch
 from mmengine.logging import print_log
 
 from mmext.checkpoints.sources import resolve_checkpoint
-from mmext.errors import CheckpointError, ConfigError, _unpickling_reason
+from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError, _unpickling_reason
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,25 @@ def load_pretrained(model, path, logger='current'):
     """
     family = family_of(model)
     layout, state = convert_state_dict(extract_state_dict(read_checkpoint(path)), family)
+    return _load_converted(model, state, layout, path, logger)
+
+
+def _load_converted(model, state, layout, path, logger):
+    """Load an mmext-layout ``state`` into ``model``; see :func:`load_pretrained`."""
+    family = family_of(model)
+    # Fused vs unfused is told on the whole state dict: once the keys the model lacks are
+    # dropped, a fused model whose structure has no keys of its own (EdgeViT) cannot tell.
+    other_structure = getattr(model, '_other_structure', None)
+    if other_structure is not None and other_structure(set(state)):
+        name = f'{family}-{getattr(model, "arch_name", "?")}'
+        if not getattr(model, 'deploy', False):
+            raise FusedCheckpointError(
+                f'{path!r} holds a fused {name} (saved after switch_to_deploy(): no BatchNorms), '
+                'but the model is unfused. Build the backbone with deploy=True to load it.')
+        twin = model.build_twin(deploy=False)  # unfused weights: load them unfused, then fold
+        report = _load_converted(twin, state, layout, path, logger)
+        model.load_state_dict(twin.switch_to_deploy().state_dict())
+        return report
     own = model.state_dict()
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state.items() if k in own and v.shape != own[k].shape]

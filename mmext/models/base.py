@@ -23,11 +23,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmext.errors import CheckpointError, ConfigError
-
-
-class FusedCheckpointError(CheckpointError):
-    """A checkpoint saved after ``switch_to_deploy()`` offered to an unfused backbone."""
+from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError
 
 
 def _is_int(value):
