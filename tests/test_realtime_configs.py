@@ -188,17 +188,12 @@ def test_pretrained_backbone_recipe(path):
         assert cosine.end == constant.begin == 90 and constant.end == 100
 
 
-def _odd_size_models():
-    """One arch per family and detector (the smallest): real weights, real forward."""
-    keep = {}
-    for path in CONFIGS:
-        model_name, det, _ = parse(path)
-        family = model_name.rsplit('_', 1)[0]
-        keep.setdefault((family, det), path)
-    return sorted(keep.values())
+# The smallest arch of each family, with each detector: real weights, real forward.
+SMALLEST = ('shvit_s1', 'efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs')
 
 
-@pytest.mark.parametrize('path', _odd_size_models(), ids=_id)
+@pytest.mark.slow  # builds and runs real detectors (~5-25 s each on a shared 2-core machine)
+@pytest.mark.parametrize('path', [p for p in CONFIGS if parse(p)[0] in SMALLEST], ids=_id)
 def test_pyramid_strides_at_odd_size(path):
     """Real weights, real forward at 97x131: the backbone hands the neck maps at strides
     8/16/32 (ceil(H/s) x ceil(W/s)); through the detector's own data preprocessor (padding to
@@ -206,6 +201,8 @@ def test_pyramid_strides_at_odd_size(path):
     needs_stride8(path)
     cfg = load(path)
     cfg.model.backbone.init_cfg = None
+    # untrained scores all pass RTMDet's 0.001 threshold: keep NMS to its top 1000 candidates
+    cfg.model.test_cfg.nms_pre = 1000
     model = build(cfg, device='cpu').eval()
     h, w = ODD_SIZE
     with torch.no_grad():
