@@ -28,14 +28,16 @@ def parse_args(argv=None):
                         help='logs and checkpoint')
     parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'demo', 'coco'),
                         help='where the generated COCO-format data goes')
-    parser.add_argument('--epochs', type=int, default=None, help='override the schedule')
-    parser.add_argument('--batch-size', type=int, default=None)
-    parser.add_argument('--lr', type=float, default=None)
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="epochs (default: the detector's, see mmext.apis.demo.DETECTORS)")
+    parser.add_argument('--batch-size', type=int, default=None, help='training batch size')
+    parser.add_argument('--lr', type=float, default=None, help='peak learning rate')
     parser.add_argument('--img-size', type=int, default=None,
                         help='side of the generated square images')
     parser.add_argument('--num-train', type=int, default=None, help='training images')
     parser.add_argument('--num-val', type=int, default=None, help='validation images')
-    parser.add_argument('--seed', type=int, default=None)
+    parser.add_argument('--seed', type=int, default=None,
+                        help='seed of the generated data and of training (0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='config overrides applied after the demo\'s (key=value)')
     return parser.parse_args(argv)
