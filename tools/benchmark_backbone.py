@@ -84,7 +84,8 @@ def main(argv=None):
     from mmext.benchmark import environment, run_benchmark, to_markdown, write_results
     compile_kwargs = {'mode': args.compile_mode} if args.compile_mode else None
     meta = environment()
-    meta.update(tiny=args.tiny, rounds=args.rounds)
+    from mmext.deploy.runners import module_version
+    meta.update(tiny=args.tiny, rounds=args.rounds, openvino=module_version('openvino'))
     calib = dict(folder=args.calib_dir, num=args.calib_images, method=args.calib_method)
     rows = run_benchmark(archs=args.archs, protocols=args.protocols, modes=args.modes,
                          tiny=args.tiny, warmup=args.warmup, iters=args.iters,
