@@ -22,6 +22,15 @@ def test_detect_codebase():
     assert detect_codebase(cfg) == 'mmseg'  # from the model type
 
 
+def test_mmext_scheme_names_a_config():
+    """`tools/train.py mmext::mask_rcnn/...` loads the same config as the file path."""
+    by_scheme = load_config('mmext::mask_rcnn/shvit_s1_fpn_1x_coco.py')
+    assert by_scheme.model.backbone.arch == 's1'
+    assert by_scheme.filename == load_config(MASK_RCNN).filename
+    with pytest.raises(ConfigError):
+        load_config('mmext::mask_rcnn/no_such_config.py')
+
+
 def test_missing_config_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match='does not exist'):
         load_config(tmp_path / 'nope.py')

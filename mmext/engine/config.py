@@ -18,6 +18,7 @@ _SEG_MODEL_TYPES = ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel')
 def load_config(config, cfg_options=None, check_options=True):
     """An mmengine ``Config`` from a path (or a Config), with ``cfg_options`` merged in.
 
+    ``config`` may also name one of mmext's configs as ``mmext::mask_rcnn/shvit_s4_fpn_1x_coco.py``.
     ``cfg_options`` keys are checked first (:mod:`mmext.engine.cfg_options`): a key that is not
     in the config and may not be added raises :class:`ConfigError` naming the closest key.
     A config file that does not parse, or whose ``_base_`` is missing, is a ConfigError too.
@@ -26,6 +27,9 @@ def load_config(config, cfg_options=None, check_options=True):
         cfg = copy.deepcopy(config)
     else:
         config = str(config)
+        if config.startswith('mmext::'):  # one of mmext's configs, from a checkout or a wheel
+            from mmext.resources import config_path
+            config = config_path(config)
         if not osp.isfile(config):
             raise ConfigError(f'config file {config!r} does not exist (run from the repository '
                               'root, or pass the path of a file under configs/).')
