@@ -97,22 +97,45 @@ def run_demo_cli(args, env, timeout=600):
     return proc
 
 
-@pytest.mark.parametrize('args, message', [
+BAD_ARGS = [
     (['--epochs', '0'], 'max_epochs (--epochs) must be a positive integer, got 0.'),
     (['--epochs', '-2', '--config', config_path(CONFIGS['RTMDet'])],
      'max_epochs (--epochs) must be a positive integer, got -2.'),
     (['--batch-size', '0'], 'batch_size (--batch-size) must be a positive integer, got 0.'),
+    (['--lr', '-1'], 'lr (--lr) must be a positive number, got -1.0.'),
     (['--config', config_path('semfpn/shvit_s1_fpn_40k_ade20k.py')], 'an mmseg config'),
-])
-def test_bad_arguments_give_one_error_line(args, message, tmp_path, subprocess_env):
-    proc = run_demo_cli([*args, '--work-dir', str(tmp_path / 'w'),
-                         '--data-root', str(tmp_path / 'data')], subprocess_env)
-    assert proc.returncode == 2, proc.output[-3000:]
-    assert proc.stdout == ''
-    lines = proc.stderr.strip().splitlines()
+    (['--config', 'configs/none.py'], "config file 'configs/none.py' does not exist"),
+]
+
+
+def check_one_error_line(stderr, message):
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
-        proc.stderr[-3000:]
+        stderr[-3000:]
+
+
+@pytest.mark.parametrize('args, message', BAD_ARGS)
+def test_bad_arguments_give_one_error_line(args, message, tmp_path, capsys):
+    """tools/demo.py's main through run_cli, in this process: exit 2, one line, no data."""
+    import runpy
+    demo = runpy.run_path(DEMO, run_name='mmext_demo_tool')
+    with pytest.raises(SystemExit) as info:
+        demo['run_cli'](demo['main'], [*args, '--work-dir', str(tmp_path / 'w'),
+                                       '--data-root', str(tmp_path / 'data')])
+    assert info.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ''
+    check_one_error_line(out.err, message)
     assert not (tmp_path / 'data').exists()  # refused before any data is written
+
+
+@pytest.mark.slow
+def test_epochs_zero_exits_2_with_one_line(tmp_path, subprocess_env):
+    """The same, as a user runs it (it was a traceback)."""
+    proc = run_demo_cli(['--epochs', '0', '--work-dir', str(tmp_path / 'w'),
+                         '--data-root', str(tmp_path / 'data')], subprocess_env)
+    assert proc.returncode == 2 and proc.stdout == '', proc.output[-3000:]
+    check_one_error_line(proc.stderr, 'max_epochs (--epochs) must be a positive integer, got 0.')
 
 
 def check_demo_output(output, with_segm, backbone):
