@@ -1,6 +1,6 @@
 """Evaluate a trained checkpoint on a config's test set (bbox/segm AP or mIoU).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--fuse]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--fuse] [--bf16]
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm] [--debug]
 
 A checkpoint that does not fit the config's model (another arch, family or head size) is
@@ -28,6 +28,9 @@ def parse_args(argv=None):
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--fuse', action='store_true',
                         help='fold BatchNorms and branches of the backbone before testing')
+    parser.add_argument('--bf16', action='store_true',
+                        help='test in fp32, then with backbone and neck in bf16 (CPUs with '
+                        'AVX512-BF16/AMX, or CUDA); prints both metrics and the speed-up')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
@@ -45,7 +48,8 @@ def main(argv=None):
     args = parse_args(argv)
     from mmext.apis import test
     test(args.config, args.checkpoint, work_dir=args.work_dir,
-         cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse)
+         cfg_options=args.cfg_options, launcher=args.launcher, fuse=args.fuse,
+         bf16=args.bf16)
     return 0
 
 
