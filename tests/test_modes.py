@@ -283,3 +283,12 @@ def test_fp32_then_bf16_test_loop(tmp_path, coco_demo):
     model = runner.model
     assert not any(isinstance(m, Bf16Module) for m in model.modules())
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_test_bf16_refused_without_native_bf16(monkeypatch, tmp_path):
+    import mmext.engine.precision as precision
+    from mmext.apis.evaluation import test as run_test
+    monkeypatch.setattr(precision, 'native_bf16', lambda device='cpu': False)
+    # refused before the config is even read (the paths do not exist)
+    with pytest.raises(ConfigError, match='--bf16 needs native bf16'):
+        run_test(str(tmp_path / 'missing.py'), str(tmp_path / 'missing.pth'), bf16=True)
