@@ -6,6 +6,7 @@ own (Mosaic, MixUp, random resize/affine, ...) with every image size scaled from
 data's 128, the hooks are the config's own (EMA, the final pipeline switch) with the switch
 moved to epoch 1 of 2, so that both pipelines, the switch and the EMA run for real."""
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -114,7 +115,7 @@ def test_train_then_test(det, tmp_path, coco_demo, subprocess_env):
     assert switched[det] in out
     ckpt_path = osp.join(work_dir, 'epoch_2.pth')
     # our own checkpoint, written a moment ago by mmengine
-    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)  # mmext.compat allow-lists mmengine's types
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 2 * coco_demo['num_train'] // 2
     # the EMA of the config (ExpMomentumEMA) was kept, and the saved weights are its average
     assert 'ema_state_dict' in ckpt
@@ -123,6 +124,12 @@ def test_train_then_test(det, tmp_path, coco_demo, subprocess_env):
     out = check_ok(run([sys.executable, TEST, run_cfg, ckpt_path, '--work-dir', work_dir] +
                        cli_options(coco_demo), subprocess_env))
     assert 'coco/bbox_mAP' in out and 'mmext: test metrics' in out
+    ap = float(re.search(r'coco/bbox_mAP:\s*([0-9.]+)', out).group(1))
+    # --fuse with the config's EMA: the averaged weights are swapped in, then fused; same AP
+    out = check_ok(run([sys.executable, TEST, run_cfg, ckpt_path, '--work-dir', work_dir,
+                        '--fuse'] + cli_options(coco_demo), subprocess_env))
+    assert 'mmext: fused the backbone' in out and 'EMA weights stay' in out
+    assert abs(float(re.search(r'coco/bbox_mAP:\s*([0-9.]+)', out).group(1)) - ap) < 0.01
 
 
 def test_shrink_scales_sizes_only():

@@ -39,7 +39,9 @@ class FuseBackboneHook(Hook):
     checks the result: no BatchNorm left in the backbone, and the same features as before on a
     probe input (relative error below ``tolerance``); otherwise it raises."""
 
-    priority = 'VERY_LOW'  # after EMA and other hooks that swap weights in before_test
+    # VERY_LOW: runs after mmengine's EMAHook, which swaps the averaged weights in at
+    # before_test_epoch; the fused backbone is built from those.
+    priority = 'VERY_LOW'
 
     def __init__(self, probe_size=(1, 3, 64, 64), tolerance=1e-4):
         self.fused = False
@@ -51,7 +53,7 @@ class FuseBackboneHook(Hook):
     def _features(self, backbone, probe):
         return [t.detach().clone() for t in output_list(backbone(probe))]
 
-    def before_test(self, runner):
+    def before_test_epoch(self, runner):
         model = unwrap_model(runner.model)
         backbone = getattr(model, 'backbone', None)
         if backbone is None or not hasattr(backbone, 'switch_to_deploy'):
@@ -75,9 +77,21 @@ class FuseBackboneHook(Hook):
                              f'left (of {bns}), feature relative error {self.max_rel_err} '
                              f'(tolerance {self.tolerance}); test without --fuse.')
         self.fused = True
+        self._keep_ema_weights(runner)
         runner.logger.info(f'mmext: fused the backbone (switch_to_deploy) for testing: {bns} '
                            f'BatchNorm layers folded, none left, features equal (max relative '
                            f'error {self.max_rel_err:.1e}).')
+
+    @staticmethod
+    def _keep_ema_weights(runner):
+        """An EMA hook swaps the raw weights back after the test epoch, parameter by parameter;
+        the fused backbone has other parameters, so that swap would fail. The test is the end of
+        the run and the averaged weights are the ones tested, so the swap back is skipped."""
+        from mmengine.hooks import EMAHook
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook):
+                hook.after_test_epoch = lambda *args, **kwargs: None
+                runner.logger.info('mmext: the EMA weights stay in the fused model after testing.')
 
 
 def _seeded_samplers(loader):
