@@ -196,6 +196,32 @@ def test_switch_to_deploy_equals_eval(arch, size):
     assert max_rel_error(ref, out) < 1e-5
 
 
+@pytest.mark.parametrize('size', [(64, 64), (70, 93), (33, 17)])
+def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
+    """Deploy runs local propagation as a broadcast product in token layout: no
+    ConvTranspose2d call, outputs equal (odd sizes: the crop), the same state dict keys, and a
+    deconv already swapped for fast_ops.WindowSpread (engine.precision's copy) still works."""
+    from mmext.deploy.fast_ops import swap_slow_layers
+    model = _randomized('xxs').eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                m.weight.normal_()  # no two taps alike: a wrong tap order shows
+    x = torch.randn(2, 3, *size)
+    fused = copy.deepcopy(model).switch_to_deploy()
+    swapped = copy.deepcopy(fused)
+    assert swap_slow_layers(swapped) > 0
+    with torch.no_grad():
+        ref = model(x)
+        monkeypatch.setattr(nn.ConvTranspose2d, 'forward',
+                            lambda *a, **k: pytest.fail('transposed conv ran in deploy'))
+        out = fused(x)
+        out_swapped = swapped(x)
+    assert max_rel_error(ref, out) < 1e-5
+    assert max_rel_error(ref, out_swapped) < 1e-5
+    assert set(fused.state_dict()) == set(type(model)('xxs', deploy=True).state_dict())
+
+
 # ----------------------------------------------------------------------------- checkpoints
 _OFFICIAL_NAMES = {  # mmext sub-path inside a block -> the authors' (written independently)
     'local_agg.pos_embed': 'LocalAgg.pos_embed',

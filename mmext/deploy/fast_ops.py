@@ -1,4 +1,9 @@
-"""Faster stand-ins for layers whose CPU kernels fall to slow paths, swapped in by the runners.
+"""Faster stand-ins for layers whose CPU kernels fall to slow paths, for models used as built.
+
+EdgeViT's ``switch_to_deploy()`` already runs its local propagation this way (in token layout,
+see ``GlobalSparseAttention._spread_tokens``), so the runners' deploy-based modes need no swap;
+:func:`swap_slow_layers` remains for unfused models (``engine.precision.Bf16Module`` applies it
+to its copy; on a deployed EdgeViT it is harmless, the attention reads either weight layout).
 
 :func:`swap_slow_layers` replaces, in place:
 

@@ -1,8 +1,8 @@
 """Running a backbone in each execution mode: the one place that knows how.
 
 Modes (:data:`MODES`): ``eager`` (the model as built), ``deploy`` (BatchNorms folded by
-``switch_to_deploy()``, layers with slow CPU kernels swapped for equal faster ones by
-:func:`mmext.deploy.fast_ops.swap_slow_layers`); the others start from the deploy model: ``channels_last`` (model and
+``switch_to_deploy()``, which also runs EdgeViT's depthwise transposed convs as a broadcast
+product); the others start from the deploy model: ``channels_last`` (model and
 input in NHWC), ``bf16`` (channels_last, weights in bfloat16 and bf16 autocast; the input is
 cast in each run; only where the device computes bf16 natively, see :func:`native_bf16`),
 ``compile`` (``torch.compile``; compilation happens in the first call and is reported as
@@ -130,8 +130,6 @@ def make_runner(model, mode, x, amp=False, threads=None, compile_kwargs=None, tm
     if mode != 'eager':
         if hasattr(model, 'switch_to_deploy'):
             model.switch_to_deploy()
-        from mmext.deploy.fast_ops import swap_slow_layers
-        swap_slow_layers(model)
     if mode in EXPORTED_MODES:
         from mmext.deploy.backends import exported_runner
         return exported_runner(model, mode, x, threads, tmp_dir, calib)

@@ -33,6 +33,7 @@ Module names follow the paper; :mod:`mmext.checkpoints.edgevit` maps the authors
 """
 from collections import OrderedDict
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -129,6 +130,31 @@ class GlobalSparseAttention(nn.Module):
                                                  groups=dim)
             self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
+        self.deploy = False
+
+    def switch_to_deploy(self):
+        """Run local propagation as :meth:`_spread_tokens` (same parameters, same outputs)."""
+        self.deploy = True
+
+    def _spread_tokens(self, x, h, w):
+        """``local_prop`` (depthwise ``r x r`` stride-``r`` transposed conv) on token-layout
+        delegates ``(N, gh, gw, C)``, cropped to ``H x W``, as tokens ``(N, H*W, C)``.
+
+        Kernel = stride means no overlap: output ``(i*r + a, j*r + b)`` is
+        ``x[i, j] * weight[:, a, b] + bias``, one broadcast multiply-add written straight into
+        the row-major token layout. torch's CPU transposed conv has no oneDNN path for
+        depthwise groups (a slow im2col loop, ~25% of EdgeViT-XXS at 224 in bf16), and the
+        conv's NCHW layout costs a transpose before and after it; this needs neither.
+        """
+        n, gh, gw, c = x.shape
+        r = self.sample_ratio
+        # (C, 1, r, r) for the deconv, (1, C, 1, r, 1, r) for fast_ops.WindowSpread: same order
+        weight = self.local_prop.weight.reshape(c, r, r).permute(1, 2, 0).reshape(1, r, 1, r, c)
+        bias = self.local_prop.bias
+        bias = x.new_zeros(c) if bias is None else bias.reshape(c)
+        out = torch.addcmul(bias, x[:, :, None, :, None, :], weight)  # (N, gh, r, gw, r, C)
+        out = out.reshape(n, gh * r, gw * r, c)[:, :h, :w]
+        return out.reshape(n, h * w, c)
 
     def forward(self, x, hw_shape):
         n, _, c = x.shape
@@ -144,7 +170,10 @@ class GlobalSparseAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
-        if r > 1:
+        if r > 1 and self.deploy:
+            out = self._spread_tokens(out.transpose(1, 2).reshape(n, gh, gw, c), h, w)
+            out = self.norm(out)
+        elif r > 1:
             out = out.transpose(2, 3).reshape(n, c, gh, gw)  # channel = head * head_dim + j
             out = self.local_prop(out)[:, :, :h, :w]
             out = self.norm(out.flatten(2).transpose(1, 2))
