@@ -112,6 +112,8 @@ setup(
         'det': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.0.0,<3.4.0', 'pycocotools'],
         'seg': ['mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
         'deploy': ['onnx', 'onnxruntime'],
+        # the openvino / openvino_bf16 benchmark modes (optional; skipped with a reason without it)
+        'openvino': ['openvino'],
         'all': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.0.0,<3.4.0', 'pycocotools',
                 'mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex', 'onnx', 'onnxruntime'],
         'tests': ['pytest'],

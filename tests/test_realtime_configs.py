@@ -4,7 +4,6 @@ pretrained-backbone recipe (AdamW, 100 epochs, EMA, final pipeline switch) holds
 import copy
 import functools
 import glob
-import inspect
 import math
 import os.path as osp
 import re
@@ -32,17 +31,6 @@ NAME_RE = re.compile(r'^(?P<model>.+)_(?P<det>rtmdet|yolox)_(?P<width>tiny|s|m)_
 ODD_SIZE = (97, 131)
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, 'rtmdet', '*.py')) +
                  glob.glob(osp.join(CONFIG_DIR, 'yolox', '*.py')))
-
-
-def _shvit_has_stride8():
-    from mmext.models import SHViT
-    return 'stride8' in inspect.signature(SHViT.__init__).parameters
-
-
-def needs_stride8(path):
-    """SHViT's stride-8 output comes with the models helper's ``stride8`` option."""
-    if osp.basename(path).startswith('shvit_') and not _shvit_has_stride8():
-        pytest.skip('SHViT has no stride8 option yet: its real-time configs need it')
 
 
 def _id(path):
@@ -92,7 +80,6 @@ def test_config_builds_with_mmdet_widths(path):
     """The detector builds (meta device: shapes without the cost of weights), the backbone
     returns exactly the neck's in_channels at strides 8/16/32 of an odd-sized image
     (ceil(H/s) x ceil(W/s)), and neck/head widths are mmdet's for the width in the file name."""
-    needs_stride8(path)
     model_name, det, width = parse(path)
     cfg = load(path)
     assert cfg.custom_imports == dict(imports=['mmext'], allow_failed_imports=False)
@@ -198,7 +185,6 @@ def test_pyramid_strides_at_odd_size(path):
     """Real weights, real forward at 97x131: the backbone hands the neck maps at strides
     8/16/32 (ceil(H/s) x ceil(W/s)); through the detector's own data preprocessor (padding to
     32) the head gets the three levels at padded/s, and predict runs to boxes."""
-    needs_stride8(path)
     cfg = load(path)
     cfg.model.backbone.init_cfg = None
     # untrained scores all pass RTMDet's 0.001 threshold: keep NMS to its top 1000 candidates

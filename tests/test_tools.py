@@ -35,7 +35,8 @@ def check_ok(proc):
 
 def read_meta(path):
     # our own checkpoint, written a moment ago by mmengine
-    return torch.load(path, map_location='cpu', weights_only=False)['meta']
+    import mmext  # noqa: F401  (compat: mmengine's checkpoint types are allow-listed)
+    return torch.load(path, map_location='cpu', weights_only=True)['meta']
 
 
 def free_port():
@@ -119,7 +120,7 @@ def test_dist_train_test_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
     meta = read_meta(osp.join(work_dir, 'epoch_1.pth'))
     assert meta['epoch'] == 1
     # RNGStateHook gathered both ranks' random states for an exact --resume
-    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu', weights_only=False)
+    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu', weights_only=True)
     assert len(ckpt['rng_state']['ranks']) == 2
     assert not osp.exists(osp.join(work_dir, '.mmext_train.lock'))  # rank 0's, released
 
