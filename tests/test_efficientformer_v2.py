@@ -297,6 +297,35 @@ def test_switch_to_deploy_equals_eval(arch, size):
     assert max_rel_error(ref, out) < 1e-5
 
 
+@pytest.mark.parametrize('stride, size', [(1, (7, 9)), (2, (9, 13)), (2, (12, 10))])
+def test_deploy_talking_heads_as_matmuls(stride, size, monkeypatch):
+    """Deploy runs both talking heads as batched matmuls (no conv call), talking_head1 folded
+    into the cached bias and talking_head2's bias after the value product: equal to eval with
+    talking heads and biases far from identity/zero, and a change of talking_head1 after
+    deploying (e.g. load_state_dict) is not hidden by the bias cache."""
+    torch.manual_seed(0)
+    attn = randomize(Attention4D(16, resolution=7, stride=stride)).eval()
+    with torch.no_grad():
+        for th in (attn.talking_head1, attn.talking_head2):
+            th.weight.normal_(std=0.5)
+            th.bias.normal_()
+    x = torch.randn(2, 16, *size)
+    fused = copy.deepcopy(attn)
+    fused.switch_to_deploy()
+    with torch.no_grad():
+        ref = attn(x)
+        calls = []
+        for th in (fused.talking_head1, fused.talking_head2):
+            monkeypatch.setattr(th, 'forward', lambda *a: calls.append(a) or a[0])
+        assert max_rel_error(ref, fused(x)) < 1e-5
+        assert not calls
+        new = {k: torch.randn(v.shape) for k, v in attn.state_dict().items()
+               if k.startswith('talking_head1')}
+        attn.load_state_dict(new, strict=False)
+        fused.load_state_dict(new, strict=False)
+        assert max_rel_error(attn(x), fused(x)) < 1e-5
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def _to_official(state):
     """mmext keys -> the authors' (hand-written inverse of mmext.checkpoints.efficientformer_v2)."""

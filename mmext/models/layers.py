@@ -348,6 +348,12 @@ class AttentionBiasTable(nn.Module):
         state = super().__getstate__() if hasattr(super(), '__getstate__') else self.__dict__
         return dict(state, _bias_cache=OrderedDict())
 
+    def _bias_sources(self):
+        """The tensors :meth:`_compute_bias` reads: a cached bias is used only while every one
+        of them still equals the copy kept with it (a subclass that folds more parameters into
+        its bias returns them too)."""
+        return (self.attention_biases,)
+
     def _compute_bias(self, q_size, k_size, q_stride):
         (hq, wq), (hk, wk) = q_size, k_size
         table = resize_bias_table(self.attention_biases, self.resolution, k_size)
@@ -367,21 +373,22 @@ class AttentionBiasTable(nn.Module):
             dtype: dtype of the result (that of the attention scores).
         """
         table = self.attention_biases
+        sources = self._bias_sources()
         dtype = dtype or table.dtype
         k_size = q_size if k_size is None else k_size
         if (self.training or torch.jit.is_tracing()
-                or (torch.is_grad_enabled() and table.requires_grad)):
+                or (torch.is_grad_enabled() and any(t.requires_grad for t in sources))):
             return self._compute_bias(q_size, k_size, q_stride).to(dtype)
         q_size, k_size = tuple(int(s) for s in q_size), tuple(int(s) for s in k_size)
-        key = (q_size, k_size, q_stride, dtype, table.device, table.dtype)
+        key = (q_size, k_size, q_stride, dtype, table.device, table.dtype, len(sources))
         cached = self._bias_cache.get(key)
         if cached is not None and (
                 (table.is_cuda and torch.cuda.is_current_stream_capturing())
-                or torch.equal(cached[0], table)):
+                or all(torch.equal(a, b) for a, b in zip(cached[0], sources))):
             self._bias_cache.move_to_end(key)
             return cached[1]
         bias = self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        self._bias_cache[key] = (table.detach().clone(), bias)
+        self._bias_cache[key] = (tuple(t.detach().clone() for t in sources), bias)
         self._bias_cache.move_to_end(key)
         while len(self._bias_cache) > self.bias_cache_size:
             self._bias_cache.popitem(last=False)
