@@ -17,6 +17,18 @@ COCO_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 ADE_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test runs torch on one intra-op thread (restored afterwards): on a shared 2-core
+    machine more threads only spin against each other, and timings in benchmark tests stay
+    comparable. Subprocesses set their own."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope='session')
 def repo_root():
     return REPO_ROOT

@@ -23,15 +23,6 @@ ROW_KEYS = ('arch', 'source', 'mode', 'protocol', 'device', 'device_name', 'torc
             'input_size', 'median_ms', 'min_ms', 'max_ms', 'img_per_s', 'status')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(f'tool_{name}',
                                                   osp.join(ROOT, 'tools', f'{name}.py'))

@@ -23,15 +23,6 @@ ROUND_TRIP = [('SHViT', 's1'), ('EfficientFormer', 'l1'), ('EfficientFormerV2', 
 SIZES = ((64, 64), (80, 112))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def backbone_families():
     return sorted(name for name, cls in MODELS.module_dict.items()
                   if getattr(cls, 'arch_settings', None))

@@ -10,15 +10,6 @@ from mmext.analysis.flops import backbone_complexity, get_flops
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_shvit_s1_matches_paper():
     result = backbone_complexity('SHViT', 's1', 224)
     assert result['input_shape'] == [1, 3, 224, 224]

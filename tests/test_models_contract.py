@@ -33,15 +33,6 @@ FAMILIES = {
 NAMES = sorted(FAMILIES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @torch.no_grad()
 def build(family, seed=0, **kwargs):
     """A tiny model of ``family`` with every norm, layer scale and bias table randomised."""

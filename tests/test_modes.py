@@ -22,14 +22,6 @@ TOLERANCE = dict(deploy=1e-4, channels_last=1e-4, compile=1e-4, onnxruntime=1e-4
 SLOW = ('compile', )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope='module')
 def model_and_ref():
     model = build_mmext(ARCHS['shvit_s1'])

@@ -11,14 +11,6 @@ from mmext.benchmark.protocols import ARCHS
 from mmext.deploy.runners import module_version, native_bf16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_gflops_formula():
     # 1 GMAC per image, batch 2, 1 s: 2 FLOP per MAC -> 4 GFLOP/s
     assert pk.gflops_per_s(1e9, 2, 1000.0) == pytest.approx(4.0)

@@ -1,7 +1,6 @@
 """Static int8 quantization (mmext.deploy.quantize): calibration images (generated demo images
 or a user folder), a QDQ graph with per-channel weights whose scales follow the calibration
 data, and outputs close to fp32 (cosine per map)."""
-import os.path as osp
 
 import numpy as np
 import pytest

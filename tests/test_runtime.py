@@ -137,8 +137,23 @@ def test_rng_hook_in_every_training_config():
     # from the schedule bases, and added to configs that lack it (RTMDet has its own hooks)
     rtmdet = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'rtmdet', '*.py')))[0]
     for config in (MASK_RCNN, SEMFPN, rtmdet):
-        assert 'RNGStateHook' in str(load_config(config).get('custom_hooks')) or \
-            config == rtmdet
+        assert 'RNGStateHook' in str(load_config(config).get('custom_hooks'))
         cfg, _ = prepare_train_cfg(config)
         types = [h['type'] for h in cfg.custom_hooks]
         assert types.count('RNGStateHook') == 1, types
+
+
+def test_epoch_based_configs_restart_their_data_workers():
+    """Persistent data workers carry random state a checkpoint cannot hold: every epoch-based
+    mmext config turns them off so that --resume is exact."""
+    import glob
+    import os.path as osp
+    from .runtime_helpers import REPO_ROOT
+    configs = [c for d in ('mask_rcnn', 'retinanet', 'rtmdet', 'yolox')
+               for c in sorted(glob.glob(osp.join(REPO_ROOT, 'configs', d, '*.py')))]
+    assert len(configs) == 4 * 14
+    for config in configs:
+        cfg = load_config(config)
+        assert cfg.train_cfg.type == 'EpochBasedTrainLoop', config
+        assert cfg.train_dataloader.get('persistent_workers') is False, config
+        assert 'RNGStateHook' in str(cfg.custom_hooks), config

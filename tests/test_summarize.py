@@ -19,15 +19,6 @@ from mmext.benchmark import run_benchmark, write_results
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class ToyData(Dataset):
     def __len__(self):
         return 2

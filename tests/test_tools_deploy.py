@@ -16,15 +16,6 @@ from tests.test_summarize import bench_row
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box more threads only spin against each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def load_tool(name):
     spec = importlib.util.spec_from_file_location(f'tool_{name}',
                                                   osp.join(ROOT, 'tools', f'{name}.py'))

@@ -24,10 +24,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=None,
                         help='an mmext detection config (default: Mask R-CNN + SHViT-S4)')
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'),
-                        help='logs and checkpoint')
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'demo', 'coco'),
-                        help='where the generated COCO-format data goes')
+    # relative to the current directory (the repository root for `make demo`), never to this
+    # file's folder: from an installed wheel that is site-packages/mmext/.mim/tools
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'),
+                        help='logs and checkpoint (default: work_dirs/demo)')
+    parser.add_argument('--data-root', default=osp.join('data', 'demo', 'coco'),
+                        help='where the generated COCO-format data goes (default: data/demo/coco)')
     parser.add_argument('--epochs', type=int, default=None,
                         help="epochs (default: the detector's, see mmext.apis.demo.DETECTORS)")
     parser.add_argument('--batch-size', type=int, default=None, help='training batch size')

@@ -1,19 +1,13 @@
 """The models a benchmark times: mmext's backbones, timm's counterparts, a ResNet-50 reference."""
 import torch
 
-from mmext.errors import ConfigError
-
 
 def build_mmext(arch, seed=0):
-    """The mmext backbone of ``arch`` (random weights, all stages returned, eval mode)."""
-    from mmext.registry import MODELS
-    import mmext.models  # noqa: F401
-    cls = MODELS.get(arch.type)
-    if cls is None:
-        raise ConfigError(f'mmext has no backbone {arch.type!r} (is its module imported in '
-                          'mmext/models/__init__.py?)')
+    """The mmext backbone of ``arch`` (random weights from ``seed``, all stages returned, eval
+    mode, unfused: the runners fuse copies of it)."""
+    from mmext.deploy.build import build_backbone
     torch.manual_seed(seed)
-    return cls(arch=arch.arch).eval()
+    return build_backbone(arch.type, arch.arch, deploy=False)
 
 
 def _timm():

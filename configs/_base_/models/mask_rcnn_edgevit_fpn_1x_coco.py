@@ -28,4 +28,6 @@ model = dict(
     neck=dict(in_channels=[36, 72, 144, 288]))
 
 # 8 GPUs x 2 images = 16 images per iteration (the recipe's total, see auto_scale_lr).
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

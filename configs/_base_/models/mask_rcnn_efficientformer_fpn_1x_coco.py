@@ -29,4 +29,6 @@ model = dict(
             checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth')),  # noqa: E501
     neck=dict(type='FPN', in_channels=[48, 96, 224, 448], out_channels=256, num_outs=5))
 
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

@@ -33,4 +33,6 @@ model = dict(
         num_trans_convs=2))
 
 # 8 GPUs x 2 images = 16 images per iteration (the recipe's total, see auto_scale_lr).
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

@@ -25,4 +25,6 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/edgevit_xxs.pth')),
     neck=dict(in_channels=[36, 72, 144, 288]))
 
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

@@ -32,4 +32,6 @@ model = dict(
         add_extra_convs='on_input',
         num_outs=5))
 
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

@@ -33,4 +33,6 @@ model = dict(
         num_trans_convs=1,
         add_extra_convs='on_input'))
 
-train_dataloader = dict(batch_size=2)
+# persistent_workers=False: workers restart each epoch, so their random state starts from the
+# seed the checkpoint holds and --resume is bit-exact (RNGStateHook).
+train_dataloader = dict(batch_size=2, persistent_workers=False)

@@ -68,7 +68,13 @@ custom_hooks = [
         type='PipelineSwitchHook',
         switch_epoch=max_epochs - stage2_num_epochs,
         switch_pipeline={{_base_.train_pipeline_stage2}}),
+    dict(type='RNGStateHook'),
 ]
+
+# Exact --resume: RNGStateHook keeps the random states in every checkpoint; the data workers are
+# restarted each epoch (persistent workers would carry random state a checkpoint cannot hold),
+# which costs a worker start-up per epoch.
+train_dataloader = dict(persistent_workers=False)
 
 # base_lr above is for 4 GPUs x 32 images; `--auto-scale-lr` scales it to your total.
 auto_scale_lr = dict(enable=False, base_batch_size=128)

@@ -70,7 +70,13 @@ custom_hooks = [
         momentum=0.0001,
         update_buffers=True,
         priority=49),
+    dict(type='RNGStateHook'),
 ]
+
+# Exact --resume: RNGStateHook keeps the random states in every checkpoint; the data workers are
+# restarted each epoch (persistent workers would carry random state a checkpoint cannot hold),
+# which costs a worker start-up per epoch.
+train_dataloader = dict(persistent_workers=False)
 
 # base_lr above is for 8 GPUs x 8 images; `--auto-scale-lr` scales it to your total.
 auto_scale_lr = dict(enable=False, base_batch_size=64)
