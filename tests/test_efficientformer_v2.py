@@ -14,7 +14,7 @@ from mmext.checkpoints import load_pretrained
 from mmext.checkpoints.zoo import ZOO
 from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EfficientFormerV2
-from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample
+from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample, ConvFFN
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
 from tests.helpers import max_rel_error, randomize_norms
 
@@ -523,3 +523,41 @@ def test_semantic_fpn_recipe_and_loss_backward():
     _check_recipe(cfg, 'semfpn')
     loss_backward(model, torch.randn(2, 3, 128, 128), seg_samples())
     _check_backbone_grads(model)
+
+
+# ----------------------------------------------------------------------------- fused conv+GELU
+@pytest.mark.parametrize('k, stride, groups, size', [(1, 1, 1, (9, 11)), (3, 1, 24, (9, 11)),
+                                                     (3, 2, 1, (10, 7))])
+def test_conv_gelu_equals_conv_then_gelu(k, stride, groups, size):
+    from mmext.models.layers import conv_gelu
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 24 if groups > 1 else 40, k, stride, k // 2, groups=groups).eval()
+    x = torch.randn(2, 24, *size)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.contiguous(memory_format=fmt)
+        with torch.no_grad():
+            torch.testing.assert_close(conv_gelu(conv, xf), F.gelu(conv(xf)), rtol=1e-5,
+                                       atol=1e-6)
+    out = conv_gelu(conv, x.requires_grad_())  # with grad: the plain ops, gradients flow
+    out.sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+
+
+def test_deploy_ffn_fuses_its_gelus(monkeypatch):
+    """In deploy the FFN's two conv+GELU pairs run as conv_gelu (its act module is not called)
+    and give the eval outputs."""
+    ffn = randomize(ConvFFN(16, 48)).eval()
+    x = torch.randn(2, 16, 9, 7)
+    fused = copy.deepcopy(ffn)
+    for m in reversed(list(fused.modules())):
+        m.switch_to_deploy() if hasattr(m, 'switch_to_deploy') else None
+    monkeypatch.setattr(fused.act, 'forward', lambda *a: pytest.fail('GELU module ran'))
+    with torch.no_grad():
+        assert max_rel_error(ffn(x), fused(x)) < 1e-5
+    model = randomize(EfficientFormerV2('s0')).eval()  # and the stem's two pairs
+    stem = copy.deepcopy(model).switch_to_deploy().stem
+    for act in (stem.act1, stem.act2):
+        monkeypatch.setattr(act, 'forward', lambda *a: pytest.fail('GELU module ran'))
+    x = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        assert max_rel_error(model.stem(x), stem(x)) < 1e-5

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 check_attn_impl, drop_path, fold_output_scale)
+                                 check_attn_impl, conv_gelu, drop_path, fold_output_scale)
 from mmext.registry import MODELS
 
 
@@ -69,10 +69,38 @@ class ConvFFN(nn.Module):
                           bias=True)
         self.fc2 = ConvBN(hidden_channels, channels, bias=True)
 
+        self.deploy = False
+
+    def switch_to_deploy(self):
+        """After the children fold their BNs: each conv+GELU runs as :func:`conv_gelu`."""
+        self.deploy = isinstance(self.fc1.bn, nn.Identity) and isinstance(self.mid.bn,
+                                                                           nn.Identity)
+
     def forward(self, x):
+        if self.deploy:
+            return self.fc2(conv_gelu(self.mid.conv, conv_gelu(self.fc1.conv, x)))
         x = self.act(self.fc1(x))
         x = self.act(self.mid(x))
         return self.fc2(x)
+
+
+class ConvStem(nn.Sequential):
+    """``conv1 -> act1 -> conv2 -> act2`` (Conv-BN, GELU); in deploy each conv+GELU pair runs as
+    :func:`~mmext.models.layers.conv_gelu`. Same module names as a plain ``nn.Sequential``.
+
+    Shapes: ``(N, 3, H, W) -> (N, C, ceil(H/4), ceil(W/4))``.
+    """
+
+    deploy = False
+
+    def switch_to_deploy(self):
+        self.deploy = isinstance(self.conv1.bn, nn.Identity) and isinstance(self.conv2.bn,
+                                                                             nn.Identity)
+
+    def forward(self, x):
+        if self.deploy:
+            return conv_gelu(self.conv2.conv, conv_gelu(self.conv1.conv, x))
+        return super().forward(x)
 
 
 class Attention4D(AttentionBiasTable):
@@ -391,7 +419,7 @@ class EfficientFormerV2(BaseBackbone):
         grid32 = math.ceil(grid16 / 2)
         total = sum(depths)
         rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]
-        self.stem = nn.Sequential(OrderedDict(
+        self.stem = ConvStem(OrderedDict(
             conv1=ConvBN(3, dims[0] // 2, 3, 2, 1, bias=True), act1=nn.GELU(),
             conv2=ConvBN(dims[0] // 2, dims[0], 3, 2, 1, bias=True), act2=nn.GELU()))
         self.stages = nn.ModuleList()

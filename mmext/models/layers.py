@@ -192,6 +192,40 @@ class ResidualConvBN(nn.Module):
         self.deploy = True
 
 
+def _fused_gelu_ok(conv, x):
+    """Whether :func:`conv_gelu` may call oneDNN's fused conv+GELU for this input."""
+    if (x.device.type != 'cpu' or x.dim() != 4 or type(conv) is not nn.Conv2d
+            or conv.padding_mode != 'zeros' or isinstance(conv.padding, str)
+            or x.dtype != conv.weight.dtype or x.dtype not in (torch.float32, torch.bfloat16)
+            or (conv.bias is not None and conv.bias.dtype != x.dtype)):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+        return False
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export()):
+        return False
+    if torch.is_autocast_enabled('cpu') and x.dtype != torch.get_autocast_dtype('cpu'):
+        return False  # autocast would run the conv in its own dtype
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return x.dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def conv_gelu(conv, x):
+    """``F.gelu(conv(x))`` (exact GELU), on the CPU in inference as one oneDNN convolution with
+    the GELU as post-op (``torch.ops.mkldnn._convolution_pointwise``, the kernel
+    ``torch.compile`` fuses to): the activation is applied while the output block is still in
+    cache instead of in a second pass over the whole map (GELU was ~40% of EfficientFormerV2-S0
+    in bf16 at 224; fused conv+GELU measured ~1.9-2.2x the two ops). Anywhere else (grad,
+    tracing/ONNX export, compiling, CUDA, mixed dtypes) the two ops as written.
+    """
+    if _fused_gelu_ok(conv, x):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+            list(conv.dilation), conv.groups, 'gelu', [None], 'none')
+    return F.gelu(conv(x))
+
+
 def drop_path(x, drop_prob=0.0, training=False):
     """Stochastic depth per sample (identity at inference)."""
     if drop_prob == 0.0 or not training:
