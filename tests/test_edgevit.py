@@ -198,8 +198,8 @@ def test_switch_to_deploy_equals_eval(arch, size):
 
 @pytest.mark.parametrize('size', [(64, 64), (70, 93), (33, 17)])
 def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
-    """Deploy runs local propagation as a broadcast product in token layout: no
-    ConvTranspose2d call, outputs equal (odd sizes: the crop), the same state dict keys, and a
+    """Deploy runs local propagation as a broadcast product in token layout (no
+    ConvTranspose2d call) and each MLP's fc1 + GELU as one fused op (no GELU module call), outputs equal (odd sizes: the crop), the same state dict keys, and a
     deconv already swapped for fast_ops.WindowSpread (engine.precision's copy) still works."""
     from mmext.deploy.fast_ops import swap_slow_layers
     model = _randomized('xxs').eval()
@@ -215,6 +215,8 @@ def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
         ref = model(x)
         monkeypatch.setattr(nn.ConvTranspose2d, 'forward',
                             lambda *a, **k: pytest.fail('transposed conv ran in deploy'))
+        # and every MLP's fc1 + GELU runs fused (layers.conv_gelu / linear_gelu)
+        monkeypatch.setattr(nn.GELU, 'forward', lambda *a: pytest.fail('GELU module ran'))
         out = fused(x)
         out_swapped = swapped(x)
     assert max_rel_error(ref, out) < 1e-5
@@ -375,3 +377,17 @@ def test_semantic_fpn_loss_backward():
     model = _build('configs/semfpn/edgevit_xxs_fpn_40k_ade20k.py', 'mmseg')
     loss_backward(model, torch.randn(2, 3, 128, 128), seg_samples())
     _backbone_trains(model)
+
+
+def test_linear_gelu_equals_linear_then_gelu():
+    from mmext.models.layers import linear_gelu
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 40)
+    x = torch.randn(2, 13, 24) * 2  # pre-activations of order 1-3, where GELU's forms differ
+    with torch.no_grad():
+        for inp in (x, x.transpose(0, 1)):  # contiguous or not
+            torch.testing.assert_close(linear_gelu(linear, inp), F.gelu(linear(inp)),
+                                       rtol=1e-5, atol=1e-6)
+    out = linear_gelu(linear, x.requires_grad_())  # with grad: the plain ops
+    out.sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None

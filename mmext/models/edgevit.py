@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import BNLinear, check_attn_impl, drop_path, pad_to_multiple, use_sdpa
+from mmext.models.layers import (BNLinear, FusedGELUMlp, check_attn_impl, drop_path,
+                                 pad_to_multiple, use_sdpa)
 from mmext.registry import MODELS
 
 
@@ -75,7 +76,7 @@ def _mlp(dim, hidden, conv):
         fc1, fc2 = BNLinear(dim, hidden, conv=True), nn.Conv2d(hidden, dim, 1)
     else:
         fc1, fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-    return nn.Sequential(OrderedDict(fc1=fc1, act=nn.GELU(), fc2=fc2))
+    return FusedGELUMlp(OrderedDict(fc1=fc1, act=nn.GELU(), fc2=fc2))
 
 
 class LocalAggregation(nn.Module):
