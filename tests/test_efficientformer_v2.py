@@ -561,3 +561,18 @@ def test_deploy_ffn_fuses_its_gelus(monkeypatch):
     x = torch.randn(2, 3, 37, 45)
     with torch.no_grad():
         assert max_rel_error(model.stem(x), stem(x)) < 1e-5
+
+
+@pytest.mark.parametrize('cls', ['Attention4D', 'Attention4DDownsample'])
+def test_channels_last_attention_output_stays_channels_last(cls, monkeypatch):
+    """With channels_last layers and input (the bf16 mode), the map entering act -> proj is
+    channels_last too, so proj's conv does not convert it (a copy of the largest map)."""
+    attn = (Attention4D(16, resolution=7, stride=2) if cls == 'Attention4D'
+            else Attention4DDownsample(16, 24, resolution=7)).eval()
+    attn.switch_to_deploy() if hasattr(attn, 'switch_to_deploy') else None
+    attn = attn.to(memory_format=torch.channels_last)
+    seen = []
+    monkeypatch.setattr(attn.act, 'forward', lambda t: seen.append(t) or F.gelu(t))
+    with torch.no_grad():
+        attn(torch.randn(2, 16, 10, 14).contiguous(memory_format=torch.channels_last))
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last)

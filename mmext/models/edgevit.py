@@ -27,7 +27,11 @@ produces the padded size ``r * ceil(H/r) x r * ceil(W/r)`` and is cropped back t
 When ``r`` divides the map size (every stage at 224x224) this is the authors' computation.
 
 **Deploy.** The only BatchNorms are those of local aggregation, and each precedes a 1x1 conv
-(:class:`~mmext.models.layers.BNLinear`), so :meth:`switch_to_deploy` folds all of them.
+(:class:`~mmext.models.layers.BNLinear`), so :meth:`switch_to_deploy` folds all of them. It also
+runs local propagation as a broadcast multiply-add in token layout instead of the depthwise
+transposed conv (``GlobalSparseAttention._spread_tokens``: same parameters, same outputs) and
+each MLP's ``fc1`` + GELU as one oneDNN op (:class:`~mmext.models.layers.FusedGELUMlp`). The
+state dict keys do not change.
 
 Module names follow the paper; :mod:`mmext.checkpoints.edgevit` maps the authors' checkpoint keys.
 """

@@ -35,7 +35,11 @@ used as it is, so at 224 the model equals the authors'.
 
 Folding: :meth:`switch_to_deploy` folds every BatchNorm into the conv before it, the layer
 scales into the last conv of their branch and the query's subsampling shortcut into the centre
-tap of its depthwise conv. No BatchNorm remains.
+tap of its depthwise conv. No BatchNorm remains. It also changes how (not what) some layers
+compute, for the CPU: the talking heads run as batched matmuls with ``talking_head1`` folded into
+the cached attention bias (:meth:`Attention4D._talking_heads_attention`), and every conv followed
+by GELU (FFN, stem) runs as one oneDNN op (:func:`~mmext.models.layers.conv_gelu`; the plain ops
+when tracing, compiling or with gradients). The state dict keys do not change.
 
 Module names follow timm's layout (``stem.conv1``, ``stages.i.downsample``,
 ``stages.i.blocks.j.token_mixer``/``mlp``/``ls1``/``ls2``), so timm's checkpoints load as they are
@@ -68,7 +72,6 @@ class ConvFFN(nn.Module):
         self.mid = ConvBN(hidden_channels, hidden_channels, 3, 1, 1, groups=hidden_channels,
                           bias=True)
         self.fc2 = ConvBN(hidden_channels, channels, bias=True)
-
         self.deploy = False
 
     def switch_to_deploy(self):
@@ -206,7 +209,9 @@ class Attention4D(AttentionBiasTable):
             attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
         # (v attn^T) is (N, heads, value_dim, hw): already the map's layout, so no transpose copy
         out = (v @ attn.transpose(2, 3)).reshape(n, self.num_heads * self.value_dim, h, w)
-        out = out + v_local
+        # v_local first: a sum takes its first operand's memory format, so with channels_last
+        # layers (bf16) the upsampling and proj get NHWC and need no conversion copy
+        out = v_local + out
         if self.stride_conv is not None:
             out = F.interpolate(out, scale_factor=self.stride, mode='bilinear',
                                 align_corners=False)
@@ -286,7 +291,7 @@ class Attention4DDownsample(AttentionBiasTable):
         v = v.reshape(n, self.num_heads, self.value_dim, h * w).transpose(2, 3)
         bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
         out = attention_with_bias(q, k, v, bias, self.scale, self.attn_impl)
-        out = out.transpose(2, 3).reshape(n, self.num_heads * self.value_dim, hq, wq) + v_local
+        out = v_local + out.transpose(2, 3).reshape(n, self.num_heads * self.value_dim, hq, wq)
         return self.proj(self.act(out))
 
 

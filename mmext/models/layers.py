@@ -10,6 +10,8 @@ single convolution or linear layer that gives the same outputs (up to float roun
 * :func:`fold_output_scale` / :func:`fold_layer_norm_affine`: LayerScale and LayerNorm affine parts
   folded into the conv/linear next to them
 
+the inference-only fusions :func:`conv_gelu` / :func:`linear_gelu` (a conv/linear and the GELU
+after it as one oneDNN op on the CPU; :class:`FusedGELUMlp` uses them after ``switch_to_deploy``),
 and the attention pieces more than one family uses: :func:`attention_with_bias` (LeViT-style
 attention with an additive bias, SDPA or explicit, see :data:`ATTN_IMPLS`) and
 :class:`AttentionBiasTable` (a learned ``(|dy|, |dx|)`` offset-bias table resized to any grid,
