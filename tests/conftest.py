@@ -17,11 +17,12 @@ COCO_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 ADE_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope='session')
 def one_thread():
-    """Every test runs torch on one intra-op thread (restored afterwards): on a shared 2-core
-    machine more threads only spin against each other, and timings in benchmark tests stay
-    comparable. Subprocesses set their own."""
+    """The whole session runs torch on one intra-op thread (set before any fixture computes a
+    reference, so references and tests agree bit for bit): on a shared 2-core machine more
+    threads only spin against each other, and timings in benchmark tests stay comparable.
+    Subprocesses set their own."""
     import torch
     old = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -16,31 +16,11 @@ from mmext.checkpoints.shvit import shvit_from_official, shvit_from_timm
 from mmext.errors import CheckpointError, ConfigError
 from mmext.models import SHViT
 from tests.helpers import randomize_norms
+from tests.weights_helpers import shvit_to_official
 
 
-def to_official(state):
-    """mmext -> the authors' SHViT keys, written independently of mmext's mapping."""
-    out = {}
-    for key, value in state.items():
-        parts = key.split('.')
-        if parts[0] == 'stem':
-            parts[0] = 'patch_embed'
-        else:
-            stage, kind, idx = int(parts[1]), parts[2], int(parts[3])
-            if kind == 'blocks':
-                new = [f'blocks{stage + 1}', str(idx + (3 if stage else 0))]
-            elif idx in (0, 1):
-                new = [f'blocks{stage + 1}', '0', str(idx)]
-            elif idx == 2:
-                new = [f'blocks{stage + 1}', '1']
-            else:
-                new = [f'blocks{stage + 1}', '2', str(idx - 3)]
-            parts = new + parts[4:]
-        if len(parts) >= 2 and parts[-2] == 'conv' and parts[-1] in ('weight', 'bias') \
-                and 'se' not in parts:
-            parts[-2] = 'c'
-        out['.'.join(parts)] = value
-    return out
+# mmext -> the authors' SHViT keys, written independently of mmext's mapping (one copy).
+to_official = shvit_to_official
 
 
 def to_timm(state):

@@ -1,6 +1,5 @@
 """The deploy/analysis command lines refuse bad input with one ``error: ...`` line and exit code 2,
 and never destroy a file: tools/export_onnx.py, tools/summarize_results.py, tools/get_flops.py."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -11,17 +10,10 @@ import pytest
 import torch
 
 from mmext.errors import run_cli
+from tests.test_benchmark import load_tool
 from tests.test_summarize import bench_row
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def user_error(capsys, tool, argv):
