@@ -341,10 +341,7 @@ def test_metafiles_list_every_config_with_valid_fields():
 
 @pytest.mark.parametrize('folder', sorted(METAFILE_FOLDERS))
 def test_metafile_weights_params_and_paper_results(folder):
-    try:
-        from mmext.analysis.summarize import PAPER_RESULTS
-    except ImportError:  # before the runtime -> analysis restructure
-        from mmext.runtime.summarize import PAPER_RESULTS
+    from mmext.analysis.summarize import PAPER_RESULTS
     suffix, task = METAFILE_FOLDERS[folder]
     params = _readme_params()
     assert len(params) == 14, params
