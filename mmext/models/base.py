@@ -24,6 +24,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError
+from mmext.models.layers import check_attn_impl
 
 
 def _is_int(value):
@@ -61,6 +62,8 @@ class BaseBackbone(BaseModule):
             ``0..i`` (no gradients, eval mode).
         norm_eval (bool): keep every BatchNorm (SyncBatchNorm included) in eval mode while training.
         with_cp (bool): activation checkpointing of each block (``use_reentrant=False``).
+        attn_impl (str): ``'auto'`` (SDPA on CUDA, the explicit formula elsewhere), ``'sdpa'`` or
+            ``'explicit'``, handed to every attention of the family by :meth:`finish_init`.
         deploy (bool): build the fused structure of :meth:`switch_to_deploy` directly (to load a
             checkpoint saved after ``switch_to_deploy()``).
         init_cfg (dict | list | None): ``dict(type='Pretrained', checkpoint=PATH)`` loads
@@ -94,8 +97,10 @@ class BaseBackbone(BaseModule):
         cls.__init__ = recording_init
 
     def __init__(self, arch, num_stages, out_indices, frozen_stages=-1, norm_eval=False,
-                 with_cp=False, init_cfg=None):
+                 with_cp=False, init_cfg=None, attn_impl='auto'):
         super().__init__(init_cfg=init_cfg)
+        check_attn_impl(attn_impl, type(self).__name__)
+        self._attn_impl = attn_impl
         self.num_stages = num_stages
         self.arch_name, self.arch = self.parse_arch(arch)
         self.out_indices = self.check_out_indices(out_indices, num_stages)
@@ -110,9 +115,12 @@ class BaseBackbone(BaseModule):
         self.deploy = False
 
     def finish_init(self, deploy=False):
-        """End of a family's ``__init__``: hand ``with_cp`` to the stages, freeze, and fold when
-        ``deploy``."""
+        """End of a family's ``__init__``: hand ``with_cp`` to the stages and ``attn_impl`` to every
+        attention (each module with an ``attn_impl`` attribute), freeze, and fold when ``deploy``."""
         self.with_cp = self._with_cp
+        for module in self.modules():
+            if module is not self and hasattr(module, 'attn_impl'):
+                module.attn_impl = self._attn_impl
         self._freeze_stages()
         if deploy:
             self.switch_to_deploy()

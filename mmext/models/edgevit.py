@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import (BNLinear, FusedGELUMlp, check_attn_impl, drop_path,
+from mmext.models.layers import (BNLinear, FusedGELUMlp, drop_path,
                                  pad_to_multiple, use_sdpa)
 from mmext.registry import MODELS
 
@@ -277,8 +277,8 @@ class EdgeViT(BaseBackbone):
     def __init__(self, arch='xxs', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',
                  deploy=False):
-        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
-        check_attn_impl(attn_impl, 'EdgeViT')
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         attn_impl)
         dims, depths = self.arch['embed_dims'], self.arch['depths']
         sample_ratios, mlp_ratio = self.arch['sample_ratios'], self.arch['mlp_ratio']
         dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
@@ -291,9 +291,6 @@ class EdgeViT(BaseBackbone):
                 mlp_ratio, dpr[start:start + depth], downsample=i > 0))
         self.out_channels = [dims[i] for i in self.out_indices]
         self.apply(_init_linear)
-        for m in self.modules():
-            if isinstance(m, GlobalSparseAttention):
-                m.attn_impl = attn_impl
         self.finish_init(deploy)
 
     @classmethod

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 check_attn_impl, drop_path, fold_layer_norm_affine,
+                                 drop_path, fold_layer_norm_affine,
                                  fold_output_scale)
 from mmext.registry import MODELS
 
@@ -281,8 +281,8 @@ class EfficientFormer(BaseBackbone):
     def __init__(self, arch='l1', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, out_norm=False, drop_path_rate=0.0,
                  attn_impl='auto', deploy=False):
-        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
-        check_attn_impl(attn_impl, 'EfficientFormer')
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         attn_impl)
         dims, depths = self.arch['embed_dims'], self.arch['depths']
         block_cfg = {k: self.arch[k] for k in self.arch_defaults}
         self.stem = nn.Sequential(
@@ -302,9 +302,6 @@ class EfficientFormer(BaseBackbone):
             for i in range(4)])
         self.out_channels = [dims[i] for i in self.out_indices]
         self._init_layers()
-        for m in self.modules():
-            if isinstance(m, Attention):
-                m.attn_impl = attn_impl
         self.finish_init(deploy)
 
     @classmethod

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 check_attn_impl, conv_gelu, drop_path, fold_output_scale)
+                                 conv_gelu, drop_path, fold_output_scale)
 from mmext.registry import MODELS
 
 
@@ -415,8 +415,8 @@ class EfficientFormerV2(BaseBackbone):
     def __init__(self, arch='s0', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, drop_path_rate=0.0, attn_impl='auto',
                  deploy=False):
-        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
-        check_attn_impl(attn_impl, 'EfficientFormerV2')
+        super().__init__(arch, 4, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         attn_impl)
         dims, depths, num_vit = self.arch['embed_dims'], self.arch['depths'], self.arch['num_vit']
         mlp_ratios = self.block_mlp_ratios(self.arch)
         # Pretraining token grids: stride 16 (downsampling's keys), 32 (both self-attentions)
@@ -438,9 +438,6 @@ class EfficientFormerV2(BaseBackbone):
                 layer_scale_init_value=self.arch['layer_scale_init_value']))
         self.out_channels = [dims[i] for i in self.out_indices]
         self._init_layers()
-        for m in self.modules():
-            if isinstance(m, Attention4DDownsample):
-                m.attn_impl = attn_impl
         self.finish_init(deploy)
 
     @classmethod

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import ConvBN, Residual, ResidualConvBN, check_attn_impl, use_sdpa
+from mmext.models.layers import ConvBN, Residual, ResidualConvBN, use_sdpa
 from mmext.registry import MODELS
 
 STRIDE8_MODES = (None, 'stem', 'upsample')
@@ -209,10 +209,10 @@ class SHViT(BaseBackbone):
     def __init__(self, arch='s4', out_indices=(0, 1, 2), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, drop_path_rate=0.0, stride8=None,
                  attn_impl='auto', deploy=False):
-        super().__init__(arch, 3, out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(arch, 3, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         attn_impl)
         if stride8 not in STRIDE8_MODES:
             raise ConfigError(f"SHViT: stride8={stride8!r} is not one of {list(STRIDE8_MODES)}.")
-        check_attn_impl(attn_impl, 'SHViT')
         dims, depths = self.arch['embed_dims'], self.arch['depths']
         qk_dim = self.arch['qk_dim']
         self.stem = nn.Sequential(
@@ -234,9 +234,6 @@ class SHViT(BaseBackbone):
                 ConvBN(dims[0], dims[0] // 2, 2, 2, transposed=True), nn.ReLU())
         self.out_channels = ([self.stride8_channels] if stride8 else []) + [
             dims[i] for i in self.out_indices]
-        for m in self.modules():
-            if isinstance(m, SHSA):
-                m.attn_impl = attn_impl
         self.finish_init(deploy)
 
     @classmethod
