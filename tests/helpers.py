@@ -32,6 +32,19 @@ def randomize_norms(model, seed=0, random_eps=False):
     return model
 
 
+@torch.no_grad()
+def randomize_tables(model, seed=0):
+    """Attention-bias tables ~ N(0, 1) and layer scales (``gamma``) in 0.1..0.6, far from their
+    init (0 and 1e-5 would hide any mistake in the branches they scale)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, p in model.named_parameters():
+        if name.endswith('attention_biases'):
+            p.copy_(torch.randn(p.shape, generator=g))
+        elif name.endswith('gamma'):
+            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
+    return model
+
+
 def max_rel_error(ref, out):
     """Largest ``max|ref - out| / max|ref|`` over paired tensors (mmext's one definition)."""
     return max_rel_err(list(ref), list(out))

@@ -16,7 +16,7 @@ from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EfficientFormerV2
 from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample, ConvFFN
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
-from tests.helpers import max_rel_error, randomize_norms
+from tests.helpers import max_rel_error, randomize_norms, randomize_tables
 
 # The authors' classifiers (with the distillation head) at 224: params and MACs (convs, linear
 # layers and matrix products).
@@ -35,13 +35,7 @@ def randomize(model, seed=0):
     """Random BN statistics/affines, attention biases and layer scales (1e-5 would hide the
     attention and FFN branches), and queries/keys scaled so that attention scores are O(1) and
     not drowned by the biases (otherwise the softmax would hardly depend on q and k)."""
-    randomize_norms(model, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    for name, p in model.named_parameters():
-        if name.endswith('attention_biases'):
-            p.copy_(torch.randn(p.shape, generator=g))
-        elif name.endswith('gamma'):
-            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
+    randomize_tables(randomize_norms(model, seed), seed)
     for m in model.modules():
         if isinstance(m, (Attention4D, Attention4DDownsample)):
             q_bn = m.q.bn if isinstance(m, Attention4D) else m.q.proj.bn

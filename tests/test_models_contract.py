@@ -14,7 +14,7 @@ from mmengine.runner import load_checkpoint
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EdgeViT, EfficientFormer, EfficientFormerV2, SHViT
-from tests.helpers import max_rel_error, randomize_norms
+from tests.helpers import max_rel_error, randomize_norms, randomize_tables
 
 # family: (class, tiny arch, strides, misspelt optional key -> the key it should suggest)
 FAMILIES = {
@@ -38,14 +38,7 @@ def build(family, seed=0, **kwargs):
     """A tiny model of ``family`` with every norm, layer scale and bias table randomised."""
     cls, arch, _, _ = FAMILIES[family]
     torch.manual_seed(seed)
-    model = randomize_norms(cls(arch, **kwargs), seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    for name, p in model.named_parameters():
-        if name.endswith('attention_biases'):
-            p.copy_(torch.randn(p.shape, generator=g))
-        elif name.endswith('gamma'):
-            p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
-    return model
+    return randomize_tables(randomize_norms(cls(arch, **kwargs), seed), seed)
 
 
 def expected_shapes(family, size, batch=1, indices=None):
