@@ -22,7 +22,6 @@ pass the score threshold into NMS decides it. Rows of ``part='predict'`` give ``
 the boxes predict returned, so that cost can be read beside the time.
 """
 import copy
-import json
 import os
 import os.path as osp
 from types import SimpleNamespace
@@ -31,9 +30,9 @@ import torch
 
 from mmext.benchmark.backbone import check_counts
 from mmext.benchmark.environment import device_name, environment
-from mmext.benchmark.report import _fmt
+from mmext.benchmark.report import markdown_table, write_json_and_markdown
 from mmext.benchmark.timing import time_cases
-from mmext.deploy.runners import Runner
+from mmext.deploy.runners import Runner, threads_context
 from mmext.errors import ConfigError
 from mmext.utils import error_line
 
@@ -200,14 +199,10 @@ def run_detector_benchmark(configs, shape=(640, 640), device='cpu', threads=1, w
     for spec in configs:  # every config resolves before any is built or timed
         resolve_config(spec)
     cases = []
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with threads_context(threads):
         for spec in configs:
             progress(f'building {spec}')
             cases += prepare_config(spec, shape, device, threads)
-    finally:
-        torch.set_num_threads(old_threads)
     progress(f'timing {sum(r is not None for _, r in cases)} cases in {rounds} interleaved '
              f'rounds ({warmup} warm-up, {iters} timed runs each)')
     settings = dict(threads=threads, warmup=warmup, iters=iters)
@@ -227,21 +222,11 @@ def to_markdown(rows, meta=None):
     for key in ('date', 'torch', 'cpu', 'gpu', 'shape', 'threads', 'warmup', 'iters', 'rounds'):
         if meta and meta.get(key) is not None:
             lines.append(f'- {key}: {meta[key]}')
-    lines += ['', '| ' + ' | '.join(t for _, t in MD_COLUMNS) + ' |',
-              '|' + '|'.join('---' for _ in MD_COLUMNS) + '|']
-    for row in rows:
-        lines.append('| ' + ' | '.join(_fmt(row.get(k)) for k, _ in MD_COLUMNS) + ' |')
+    lines += [''] + markdown_table(rows, MD_COLUMNS)
     return '\n'.join(lines) + '\n'
 
 
 def write_detector_results(rows, json_path, meta=None):
     """``{'meta', 'rows'}`` as JSON at ``json_path`` and the markdown table beside it (.md)."""
-    meta = dict(environment(), **(meta or {}))
-    folder = osp.dirname(osp.abspath(json_path))
-    os.makedirs(folder, exist_ok=True)
-    md_path = osp.splitext(json_path)[0] + '.md'
-    with open(json_path, 'w') as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=str)
-    with open(md_path, 'w') as f:
-        f.write(to_markdown(rows, meta))
-    return json_path, md_path
+    return write_json_and_markdown(rows, dict(environment(), **(meta or {})), json_path,
+                                   markdown=to_markdown)

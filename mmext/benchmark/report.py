@@ -39,26 +39,36 @@ def to_markdown(rows, meta=None):
             lines.append(f'- GEMM peak ({key}, {p.get("n")}^3): fp32 {p.get("fp32")} GFLOP/s, '
                          f'bf16 {p.get("bf16")} GFLOP/s, int8 {p.get("int8")} GOP/s')
         lines.append('')
-    lines.append('| ' + ' | '.join(title for _, title in MD_COLUMNS) + ' |')
-    lines.append('|' + '|'.join('---' for _ in MD_COLUMNS) + '|')
-    for row in rows:
-        lines.append('| ' + ' | '.join(_fmt(row.get(key)) for key, _ in MD_COLUMNS) + ' |')
+    lines += markdown_table(rows, MD_COLUMNS)
     return '\n'.join(lines) + '\n'
+
+
+def markdown_table(rows, columns):
+    """The lines of a markdown table: ``columns`` are ``(row key, title)`` pairs."""
+    lines = ['| ' + ' | '.join(title for _, title in columns) + ' |',
+             '|' + '|'.join('---' for _ in columns) + '|']
+    lines += ['| ' + ' | '.join(_fmt(row.get(key)) for key, _ in columns) + ' |' for row in rows]
+    return lines
+
+
+def write_json_and_markdown(rows, meta, json_path, md_path=None, markdown=None):
+    """Write ``{'meta': ..., 'rows': [...]}`` as JSON and ``markdown(rows, meta)`` beside it
+    (``md_path``, default: the JSON path with ``.md``); returns the paths."""
+    if md_path is None:
+        md_path = osp.splitext(json_path)[0] + '.md'
+    for path in (json_path, md_path):
+        if osp.dirname(osp.abspath(path)):
+            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(json_path, 'w') as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=_json_default)
+    with open(md_path, 'w') as f:
+        f.write((markdown or to_markdown)(rows, meta))
+    return json_path, md_path
 
 
 def write_results(rows, json_path, md_path=None, meta=None):
     """Write ``{'meta': ..., 'rows': [...]}`` as JSON and the markdown table; returns the paths."""
-    meta = dict(meta or environment())
-    for path in (json_path, md_path):
-        if path and osp.dirname(osp.abspath(path)):
-            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(json_path, 'w') as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=_json_default)
-    if md_path is None:
-        md_path = osp.splitext(json_path)[0] + '.md'
-    with open(md_path, 'w') as f:
-        f.write(to_markdown(rows, meta))
-    return json_path, md_path
+    return write_json_and_markdown(rows, dict(meta or environment()), json_path, md_path)
 
 
 def _json_default(value):
