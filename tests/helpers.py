@@ -1,4 +1,7 @@
-"""Small utilities the model tests share (not fixtures: plain functions)."""
+"""Small utilities the tests share (not fixtures: plain functions)."""
+import importlib.util
+import os.path as osp
+
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -48,3 +51,13 @@ def randomize_tables(model, seed=0):
 def max_rel_error(ref, out):
     """Largest ``max|ref - out| / max|ref|`` over paired tensors (mmext's one definition)."""
     return max_rel_err(list(ref), list(out))
+
+
+def load_tool(name):
+    """``tools/<name>.py`` imported as a module (to call its ``main`` in-process)."""
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(root, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

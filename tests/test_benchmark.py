@@ -2,9 +2,7 @@
 the fused model; timing checked on a module whose run time is known (it sleeps)."""
 import collections
 import contextlib
-import importlib.util
 import json
-import os.path as osp
 import time
 
 import pytest
@@ -17,18 +15,10 @@ from mmext.benchmark.timing import time_cases
 from mmext.deploy.runners import Runner
 from mmext.models.layers import LayerScale
 from tests.helpers import max_rel_error, randomize_norms
+from tests.helpers import load_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ROW_KEYS = ('arch', 'source', 'mode', 'protocol', 'device', 'device_name', 'torch', 'batch',
             'input_size', 'median_ms', 'min_ms', 'max_ms', 'img_per_s', 'status')
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_row(row):

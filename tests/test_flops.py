@@ -1,11 +1,11 @@
 """Params and MACs of backbones and of configs' models."""
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
 
 from mmext.analysis.flops import backbone_complexity, get_flops
+from tests.helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -38,10 +38,7 @@ def test_config_flops_counts_the_part_asked_for():
 
 
 def test_cli_backbone(capsys):
-    spec = importlib.util.spec_from_file_location('tool_get_flops',
-                                                  osp.join(ROOT, 'tools/get_flops.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('get_flops')
     tool.main(['--backbone', 'SHViT', '--arch', 's1', '--shape', '224'])
     out = capsys.readouterr().out
     assert 'GMACs:  0.241' in out and 'SHViT-s1' in out

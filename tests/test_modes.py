@@ -1,8 +1,6 @@
 """Every execution mode of mmext.deploy.runners on a tiny input: outputs against eager fp32
 within the mode's tolerance (skipped, with the reason, where this machine lacks the mode), bf16
 really computing in bf16, bad input as clear errors or skipped rows, strict benchmark args."""
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
@@ -14,8 +12,8 @@ from mmext.deploy import runners
 from mmext.deploy.runners import MODES, make_runner, skip_reason
 from mmext.errors import ConfigError
 from mmext.utils import max_rel_err, output_list
+from tests.helpers import load_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: max relative error against eager fp32 per mode (int8 is judged by cosine instead)
 TOLERANCE = dict(deploy=1e-4, channels_last=1e-4, compile=1e-4, onnxruntime=1e-4,
                  openvino=1e-4, bf16=3e-2, openvino_bf16=3e-2)
@@ -105,11 +103,7 @@ def test_modes_all_is_every_supported_mode(monkeypatch):
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'tool_benchmark_backbone', osp.join(ROOT, 'tools', 'benchmark_backbone.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('benchmark_backbone')
 
 
 @pytest.mark.parametrize('args, says', [

@@ -1,7 +1,6 @@
 """Results summary: real mmengine test runs (toy model, real Runner) + a benchmark JSON ->
 markdown, CSV and a PNG plot with the papers' reference rows."""
 import csv
-import importlib.util
 import os
 import os.path as osp
 import time
@@ -15,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmext.analysis import summarize as summ
 from mmext.benchmark import run_benchmark, write_results
+from tests.helpers import load_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 class ToyData(Dataset):
@@ -221,10 +220,7 @@ def test_markdown_and_csv_keep_every_row_in_order(tmp_path):
 
 
 def test_cli(results, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'tool_summarize', osp.join(ROOT, 'tools/summarize_results.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('summarize_results')
     out = results['root'] / 'cli'
     tool.main(['--work-dirs', results['work_dirs'], '--benchmark', results['bench'],
                '--out', str(out)])

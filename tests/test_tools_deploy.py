@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmext.errors import run_cli
-from tests.test_benchmark import load_tool
+from tests.helpers import load_tool
 from tests.test_summarize import bench_row
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
