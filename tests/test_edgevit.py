@@ -198,9 +198,10 @@ def test_switch_to_deploy_equals_eval(arch, size):
 
 @pytest.mark.parametrize('size', [(64, 64), (70, 93), (33, 17)])
 def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
-    """Deploy runs local propagation as a broadcast product in token layout (no
-    ConvTranspose2d call) and each MLP's fc1 + GELU as one fused op (no GELU module call), outputs equal (odd sizes: the crop), the same state dict keys, and a
-    deconv already swapped for fast_ops.WindowSpread (engine.precision's copy) still works."""
+    """Deploy runs local propagation folded with its norm and projection (no ConvTranspose2d
+    call) and each MLP's fc1 + GELU as one fused op (no GELU module call), outputs equal (odd
+    sizes: the crop), the same state dict keys, and a deconv already swapped for
+    fast_ops.WindowSpread (engine.precision's copy) still works."""
     from mmext.deploy.fast_ops import swap_slow_layers
     model = _randomized('xxs').eval()
     with torch.no_grad():
@@ -215,13 +216,97 @@ def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
         ref = model(x)
         monkeypatch.setattr(nn.ConvTranspose2d, 'forward',
                             lambda *a, **k: pytest.fail('transposed conv ran in deploy'))
-        # and every MLP's fc1 + GELU runs fused (layers.conv_gelu / linear_gelu)
+        # and every MLP's fc1 + GELU runs fused (onednn.conv_gelu / linear_gelu)
         monkeypatch.setattr(nn.GELU, 'forward', lambda *a: pytest.fail('GELU module ran'))
         out = fused(x)
         out_swapped = swapped(x)
     assert max_rel_error(ref, out) < 1e-5
     assert max_rel_error(ref, out_swapped) < 1e-5
     assert set(fused.state_dict()) == set(type(model)('xxs', deploy=True).state_dict())
+
+
+def _reference_lgl(block, x):
+    """One LGL block as the authors' code computes it (LocalAgg, then SelfAttn with its
+    AvgPool2d(1, r) sampler over the *normalised* map, ConvTranspose2d LocalProp, LayerNorm,
+    projection), written out here with plain functional ops on the block's parameters."""
+    def bn(m, t):
+        return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    def conv(m, t):
+        return F.conv2d(t, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+    def ln(m, t):
+        return F.layer_norm(t, m.normalized_shape, m.weight, m.bias, m.eps)
+
+    la, sa = block.local_agg, block.global_attn
+    if not isinstance(la, nn.Identity):
+        x = x + conv(la.pos_embed, x)
+        agg = la.aggregate
+        x = x + conv(agg.pw2, conv(agg.dw, conv(agg.pw1.linear, bn(agg.pw1.bn, x))))
+        x = x + conv(la.mlp.fc2, F.gelu(conv(la.mlp.fc1.linear, bn(la.mlp.fc1.bn, x))))
+    x = x + conv(sa.pos_embed, x)
+    n, c, h, w = x.shape
+    t = x.flatten(2).transpose(1, 2)
+    attn = sa.attn
+    r, heads = attn.sample_ratio, attn.num_heads
+    a = ln(sa.norm1, t).transpose(1, 2).reshape(n, c, h, w)
+    a = F.avg_pool2d(a, 1, r).flatten(2).transpose(1, 2)
+    qkv = F.linear(a, attn.qkv.weight, attn.qkv.bias).reshape(n, -1, 3, heads, c // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    out = ((q @ k.transpose(-2, -1)) * (c // heads) ** -0.5).softmax(-1) @ v
+    out = out.transpose(1, 2).reshape(n, -1, c)
+    if r > 1:
+        out = out.permute(0, 2, 1).reshape(n, c, h // r, w // r)
+        out = F.conv_transpose2d(out, attn.local_prop.weight, attn.local_prop.bias, stride=r,
+                                 groups=c)
+        out = ln(attn.norm, out.reshape(n, c, -1).permute(0, 2, 1))
+    t = t + F.linear(out, attn.proj.weight, attn.proj.bias)
+    hid = F.gelu(F.linear(ln(sa.norm2, t), sa.mlp.fc1.weight, sa.mlp.fc1.bias))
+    t = t + F.linear(hid, sa.mlp.fc2.weight, sa.mlp.fc2.bias)
+    return t.transpose(1, 2).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize('stage,size', [(0, 16), (1, 8), (2, 6), (3, 3)])
+def test_lgl_block_equals_authors_computation(stage, size):
+    """Every stage's block (sample ratio 4, 2, 2, 1), as built and after switch_to_deploy, equals
+    the authors' operations written out independently (the pre-attention LayerNorm over all
+    tokens, pooling, transposed conv, LayerNorm, projection): catches a norm skipped or moved,
+    a dropped constant in the deploy path's folded propagate/norm/project, a position encoding
+    folded twice."""
+    model = _randomized('xxs').eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.ConvTranspose2d, nn.LayerNorm)):
+                m.weight.normal_()  # no two taps or channels alike
+                m.bias.normal_()
+    block = model.stages[stage].blocks[0]
+    x = torch.randn(2, block.global_attn.norm1.normalized_shape[0], size, size)
+    fused = copy.deepcopy(model).switch_to_deploy().switch_to_deploy()  # idempotent
+    with torch.no_grad():
+        ref = _reference_lgl(block, x)
+        assert max_rel_error(block(x), ref) < 1e-5
+        assert max_rel_error(fused.stages[stage].blocks[0](x), ref) < 1e-5
+
+
+@pytest.mark.parametrize('size', [(8, 12), (7, 10)])
+def test_deploy_propagate_project_without_residual(size):
+    """The deploy path's folded propagate/norm/project without a residual (a deployed model
+    trained with drop path) equals transposed conv, crop, LayerNorm and projection."""
+    attn = GlobalSparseAttention(16, 2, 2).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_()
+    h, w = size
+    d = torch.randn(2, -(-h // 2), -(-w // 2), 16)
+    with torch.no_grad():
+        ref = attn.local_prop(d.permute(0, 3, 1, 2))[:, :, :h, :w].flatten(2).transpose(1, 2)
+        ref = attn.proj(attn.norm(ref))
+        attn.switch_to_deploy()
+        out = attn._propagate_project(d, (h, w))
+        res = torch.randn_like(ref)
+        with_res = attn._propagate_project(d, (h, w), residual=res)
+    assert max_rel_error(out, ref) < 1e-5
+    assert max_rel_error(with_res, ref + res) < 1e-5
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -380,7 +465,7 @@ def test_semantic_fpn_loss_backward():
 
 
 def test_linear_gelu_equals_linear_then_gelu():
-    from mmext.models.layers import linear_gelu
+    from mmext.models.onednn import linear_gelu
     torch.manual_seed(0)
     linear = nn.Linear(24, 40)
     x = torch.randn(2, 13, 24) * 2  # pre-activations of order 1-3, where GELU's forms differ

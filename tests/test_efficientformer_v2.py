@@ -523,7 +523,7 @@ def test_semantic_fpn_recipe_and_loss_backward():
 @pytest.mark.parametrize('k, stride, groups, size', [(1, 1, 1, (9, 11)), (3, 1, 24, (9, 11)),
                                                      (3, 2, 1, (10, 7))])
 def test_conv_gelu_equals_conv_then_gelu(k, stride, groups, size):
-    from mmext.models.layers import conv_gelu
+    from mmext.models.onednn import conv_gelu
     torch.manual_seed(0)
     conv = nn.Conv2d(24, 24 if groups > 1 else 40, k, stride, k // 2, groups=groups).eval()
     x = torch.randn(2, 24, *size)

@@ -68,3 +68,82 @@ def test_pad_to_multiple():
     assert torch.equal(padded[..., :h, :w], x)
     same, _ = pad_to_multiple(x[..., :12, :], 4)
     assert same.shape[-2:] == (12, 16)
+
+
+def test_pad_to_multiple_skips_a_zero_pad_except_while_tracing():
+    """A size that divides is returned as it is (F.pad would copy it), but a traced graph
+    still pads: a branch on the example's size would be frozen into it."""
+    x = torch.randn(1, 2, 12, 16)
+    assert pad_to_multiple(x, 4)[0] is x
+    traced = torch.jit.trace(lambda t: pad_to_multiple(t, 4)[0], x)
+    odd = torch.randn(1, 2, 7, 10)
+    assert traced(odd).shape[-2:] == (8, 12)
+    assert torch.equal(traced(odd)[..., :7, :10], odd)
+
+
+def _ran(fn):
+    """The result of ``fn()`` and the names of the aten/mkldnn ops it ran."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = fn()
+    return out, {e.name for e in prof.events()}
+
+
+def _dtypes():
+    from mmext.deploy.runners import native_bf16
+    return [torch.float32] + ([torch.bfloat16] if native_bf16() else [])
+
+
+@pytest.mark.parametrize('dtype', _dtypes())
+def test_onednn_fused_ops_equal_the_plain_ops(dtype):
+    """linear_add / conv_add / matmul / linear_gelu / conv_gelu compute the plain expression
+    and, in inference on the CPU, as the single fused oneDNN op (no separate add, no addmm);
+    where the op cannot take the case (stride 2, another memory format) the plain ops run."""
+    from mmext.models import onednn
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.manual_seed(0)
+    lin = nn.Linear(36, 20).to(dtype)
+    x, res = torch.randn(2, 50, 36, dtype=dtype), torch.randn(2, 50, 20, dtype=dtype)
+    with torch.inference_mode():
+        out, ops = _ran(lambda: onednn.linear_add(lin, x, res))
+        torch.testing.assert_close(out, res + lin(x), **tol)
+        assert 'mkldnn::_linear_pointwise' in ops and 'aten::add' not in ops, ops
+        out, ops = _ran(lambda: onednn.matmul(x, lin.weight, lin.bias))
+        torch.testing.assert_close(out, lin(x), **tol)
+        assert 'mkldnn::_linear_pointwise' in ops and 'aten::addmm' not in ops, ops
+        out, ops = _ran(lambda: onednn.linear_gelu(lin, x))
+        torch.testing.assert_close(out, nn.functional.gelu(lin(x)), **tol)
+        assert 'aten::gelu' not in ops, ops
+        for k, fmt in [(1, torch.channels_last), (3, torch.channels_last),
+                       (3, torch.contiguous_format)]:
+            conv = nn.Conv2d(8, 8, k, padding=k // 2).to(dtype).to(memory_format=fmt)
+            xm = torch.randn(2, 8, 9, 7, dtype=dtype).contiguous(memory_format=fmt)
+            rm = torch.randn(2, 8, 9, 7, dtype=dtype).contiguous(memory_format=fmt)
+            out, ops = _ran(lambda: onednn.conv_add(conv, xm, rm))
+            torch.testing.assert_close(out, rm + conv(xm), **tol)
+            assert 'mkldnn::_convolution_pointwise' in ops and 'aten::add' not in ops, ops
+            out, ops = _ran(lambda: onednn.conv_gelu(conv, xm))
+            torch.testing.assert_close(out, nn.functional.gelu(conv(xm)), **tol)
+            assert 'aten::gelu' not in ops, ops
+        # cases the fused op cannot take: the plain ops, same result
+        strided = nn.Conv2d(8, 8, 3, stride=2, padding=1).to(dtype)
+        xm = torch.randn(2, 8, 9, 7, dtype=dtype)
+        rm = torch.randn(2, 8, 5, 4, dtype=dtype)
+        torch.testing.assert_close(onednn.conv_add(strided, xm, rm), rm + strided(xm), **tol)
+        other_fmt = torch.randn(2, 8, 9, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        conv = nn.Conv2d(8, 8, 1).to(dtype)
+        out, ops = _ran(lambda: onednn.conv_add(conv, xm, other_fmt))
+        torch.testing.assert_close(out, other_fmt + conv(xm), **tol)
+        assert 'aten::add' in ops
+
+
+def test_onednn_ops_keep_autograd():
+    """With gradients the plain ops run and gradients reach every input and parameter."""
+    from mmext.models import onednn
+    lin, conv = nn.Linear(6, 6), nn.Conv2d(6, 6, 3, padding=1)
+    x, res = torch.randn(3, 6, requires_grad=True), torch.randn(3, 6, requires_grad=True)
+    xm = torch.randn(1, 6, 5, 5, requires_grad=True)
+    rm = torch.randn(1, 6, 5, 5, requires_grad=True)
+    (onednn.linear_add(lin, x, res).sum() + onednn.conv_add(conv, xm, rm).sum()
+     + onednn.matmul(x, lin.weight, lin.bias).sum()).backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0
+               for t in (x, res, xm, rm, lin.weight, lin.bias, conv.weight))

@@ -67,6 +67,33 @@ def test_bf16_really_computes_in_bf16(model_and_ref):
     assert 1e-4 < err <= TOLERANCE['bf16'], err
 
 
+@pytest.mark.parametrize('arch', ['efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs'])
+def test_bf16_every_family_within_tolerance(arch):
+    """The other families' deploy-only fast paths (EdgeViT's folded propagate/norm/project and
+    fused residuals, EfficientFormerV2's talking heads, conv+GELU) in bf16: within tolerance of
+    eager fp32 at a size where stage 1 divides by EdgeViT's sample ratio (fast path) and one
+    where it does not (the general path)."""
+    reason = skip_reason('bf16', 'cpu')
+    if reason:
+        pytest.skip(f'bf16 cannot run here: {reason}')
+    model = build_mmext(ARCHS[arch])
+    for size in [(64, 64), (72, 56)]:
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            ref = [t.float() for t in output_list(model(x))]
+        out = [t.float() for t in output_list(make_runner(model, 'bf16', x).run())]
+        assert 1e-4 < max_rel_err(ref, out) <= TOLERANCE['bf16'], (arch, size)
+
+
+def test_to_bf16_is_the_one_step_cast():
+    x = torch.randn(2, 3, 9, 7)
+    y = runners.to_bf16(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, x.to(dtype=torch.bfloat16, memory_format=torch.channels_last))
+    t = runners.to_bf16(torch.randn(2, 5))
+    assert t.dtype == torch.bfloat16 and t.is_contiguous()
+
+
 def test_no_native_bf16_is_refused_and_skipped(model_and_ref, monkeypatch):
     model, x, _ = model_and_ref
     monkeypatch.setattr(runners, 'native_bf16', lambda device='cpu': False)

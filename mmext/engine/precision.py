@@ -18,7 +18,7 @@ import time
 import torch
 from mmengine.hooks import Hook
 
-from mmext.deploy.runners import native_bf16
+from mmext.deploy.runners import native_bf16, to_bf16
 from mmext.errors import ConfigError
 from mmext.utils import unwrap_model
 
@@ -47,8 +47,7 @@ def _cast_out(out):
 
 def _cast_in(x):
     if isinstance(x, torch.Tensor) and x.is_floating_point():
-        fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
-        return x.to(dtype=torch.bfloat16, memory_format=fmt)
+        return to_bf16(x)
     if isinstance(x, (list, tuple)):
         return type(x)(_cast_in(v) for v in x)
     return x

@@ -38,7 +38,7 @@ scales into the last conv of their branch and the query's subsampling shortcut i
 tap of its depthwise conv. No BatchNorm remains. It also changes how (not what) some layers
 compute, for the CPU: the talking heads run as batched matmuls with ``talking_head1`` folded into
 the cached attention bias (:meth:`Attention4D._talking_heads_attention`), and every conv followed
-by GELU (FFN, stem) runs as one oneDNN op (:func:`~mmext.models.layers.conv_gelu`; the plain ops
+by GELU (FFN, stem) runs as one oneDNN op (:func:`~mmext.models.onednn.conv_gelu`; the plain ops
 when tracing, compiling or with gradients). The state dict keys do not change.
 
 Module names follow timm's layout (``stem.conv1``, ``stages.i.downsample``,
@@ -55,7 +55,8 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 conv_gelu, drop_path, fold_output_scale)
+                                 drop_path, fold_output_scale)
+from mmext.models.onednn import conv_gelu
 from mmext.registry import MODELS
 
 
@@ -89,7 +90,7 @@ class ConvFFN(nn.Module):
 
 class ConvStem(nn.Sequential):
     """``conv1 -> act1 -> conv2 -> act2`` (Conv-BN, GELU); in deploy each conv+GELU pair runs as
-    :func:`~mmext.models.layers.conv_gelu`. Same module names as a plain ``nn.Sequential``.
+    :func:`~mmext.models.onednn.conv_gelu`. Same module names as a plain ``nn.Sequential``.
 
     Shapes: ``(N, 3, H, W) -> (N, C, ceil(H/4), ceil(W/4))``.
     """

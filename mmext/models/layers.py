@@ -10,9 +10,9 @@ single convolution or linear layer that gives the same outputs (up to float roun
 * :func:`fold_output_scale` / :func:`fold_layer_norm_affine`: LayerScale and LayerNorm affine parts
   folded into the conv/linear next to them
 
-the inference-only fusions :func:`conv_gelu` / :func:`linear_gelu` (a conv/linear and the GELU
-after it as one oneDNN op on the CPU; :class:`FusedGELUMlp` uses them after ``switch_to_deploy``),
-and the attention pieces more than one family uses: :func:`attention_with_bias` (LeViT-style
+:class:`FusedGELUMlp` (after ``switch_to_deploy`` its fc1 + GELU, and fc2 + a residual, run as
+the single oneDNN ops of :mod:`mmext.models.onednn`), :func:`add_identity_to_dwconv` (``x + DW(x)``
+as one depthwise conv), and the attention pieces more than one family uses: :func:`attention_with_bias` (LeViT-style
 attention with an additive bias, SDPA or explicit, see :data:`ATTN_IMPLS`) and
 :class:`AttentionBiasTable` (a learned ``(|dy|, |dx|)`` offset-bias table resized to any grid,
 with an inference cache).
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.errors import ConfigError
+from mmext.models.onednn import conv_add, conv_gelu, linear_add, linear_gelu
 
 
 def _bn_scale_shift(bn):
@@ -166,6 +167,18 @@ class BNLinear(nn.Module):
             self.bn = nn.Identity()
 
 
+@torch.no_grad()
+def add_identity_to_dwconv(conv):
+    """Make a depthwise ``conv`` (odd kernel, 'same' padding, stride 1) compute ``x + conv(x)``:
+    a 1 added at the centre tap of each channel's kernel. In place; call it once."""
+    k = conv.kernel_size
+    if not (conv.groups == conv.in_channels == conv.out_channels and k[0] % 2 and k[1] % 2
+            and tuple(conv.stride) == (1, 1)
+            and tuple(conv.padding) == (k[0] // 2, k[1] // 2)):
+        raise ValueError(f'{conv} is not a depthwise stride-1 conv with an odd, centred kernel')
+    conv.weight[:, 0, k[0] // 2, k[1] // 2] += 1
+
+
 class ResidualConvBN(nn.Module):
     """Residual depthwise ``Conv-BN``: ``x + BN(DWConv_kxk(x))``; folds into one depthwise conv.
 
@@ -189,57 +202,8 @@ class ResidualConvBN(nn.Module):
         if self.deploy:
             return
         self.m.switch_to_deploy()
-        k = self.m.conv.kernel_size
-        self.m.conv.weight[:, 0, k[0] // 2, k[1] // 2] += 1
+        add_identity_to_dwconv(self.m.conv)
         self.deploy = True
-
-
-def _fused_gelu_ok(layer, x):
-    """Whether :func:`conv_gelu` / :func:`linear_gelu` may call oneDNN's fused op for ``x``."""
-    if type(layer) is nn.Conv2d:
-        if x.dim() != 4 or layer.padding_mode != 'zeros' or isinstance(layer.padding, str):
-            return False
-    elif type(layer) is not nn.Linear or x.dim() < 2:
-        return False
-    if (x.device.type != 'cpu' or x.dtype != layer.weight.dtype
-            or x.dtype not in (torch.float32, torch.bfloat16)
-            or (layer.bias is not None and layer.bias.dtype != x.dtype)):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
-        return False
-    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()):
-        return False
-    if torch.is_autocast_enabled('cpu') and x.dtype != torch.get_autocast_dtype('cpu'):
-        return False  # autocast would run the layer in its own dtype
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return x.dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def conv_gelu(conv, x):
-    """``F.gelu(conv(x))`` (exact GELU), on the CPU in inference as one oneDNN convolution with
-    the GELU as post-op (``torch.ops.mkldnn._convolution_pointwise``, the kernel
-    ``torch.compile`` fuses to): the activation is applied while the output block is still in
-    cache instead of in a second pass over the whole map (GELU was ~40% of EfficientFormerV2-S0
-    in bf16 at 224; fused conv+GELU measured ~1.9-2.2x the two ops). Anywhere else (grad,
-    tracing/ONNX export, compiling, CUDA, mixed dtypes) the two ops as written.
-    """
-    if _fused_gelu_ok(conv, x):
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
-            list(conv.dilation), conv.groups, 'gelu', [None], 'none')
-    return F.gelu(conv(x))
-
-
-def linear_gelu(linear, x):
-    """``F.gelu(linear(x))`` (exact GELU); on the CPU in inference one oneDNN matmul with the
-    GELU as post-op (``torch.ops.mkldnn._linear_pointwise``; ~1.15-1.25x the two ops), the
-    two ops anywhere else (see :func:`conv_gelu`)."""
-    if _fused_gelu_ok(linear, x):
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, 'gelu', [None],
-                                                  'none')
-    return F.gelu(linear(x))
 
 
 class FusedGELUMlp(nn.Sequential):
@@ -265,12 +229,23 @@ class FusedGELUMlp(nn.Sequential):
     def switch_to_deploy(self):
         self.deploy = self._first() is not None
 
-    def forward(self, x):
+    def hidden(self, x):
+        """``act(fc1(x))``, one oneDNN op after :meth:`switch_to_deploy` where it can."""
         if self.deploy:
             fc1 = self._first()
-            x = (conv_gelu if type(fc1) is nn.Conv2d else linear_gelu)(fc1, x)
-            return self.fc2(x)
-        return super().forward(x)
+            return (conv_gelu if type(fc1) is nn.Conv2d else linear_gelu)(fc1, x)
+        return self.act(self.fc1(x))
+
+    def forward(self, x):
+        return self.fc2(self.hidden(x))
+
+    def forward_residual(self, x, residual):
+        """``residual + self(x)``; after :meth:`switch_to_deploy` the sum is ``fc2``'s post-op
+        (:func:`~mmext.models.onednn.conv_add` / :func:`~mmext.models.onednn.linear_add`)."""
+        if self.deploy and type(self.fc2) in (nn.Conv2d, nn.Linear):
+            add = conv_add if type(self.fc2) is nn.Conv2d else linear_add
+            return add(self.fc2, self.hidden(x), residual)
+        return residual + self(x)
 
 
 def drop_path(x, drop_prob=0.0, training=False):
@@ -314,9 +289,18 @@ def pad_to_multiple(x, multiple):
     Returns the padded map and the original ``(H, W)``; crop back with ``x[..., :H, :W]``.
     """
     h, w = x.shape[-2:]
-    # Always pad (by zero when it divides): a branch on the size would be frozen by ONNX tracing.
-    x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    # While tracing always pad (by zero when it divides): a branch on the size would be frozen
+    # into the graph. Otherwise skip a zero pad, which F.pad runs as a full copy.
+    if is_tracing() or pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
     return x, (h, w)
+
+
+def is_tracing():
+    """Whether the forward is being traced, scripted, exported to ONNX or compiled."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
 
 
 # ------------------------------------------------------------------------ attention
