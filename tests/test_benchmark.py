@@ -3,6 +3,8 @@ the fused model; timing checked on a module whose run time is known (it sleeps).
 import collections
 import contextlib
 import json
+import os
+import sys
 import time
 
 import pytest
@@ -16,6 +18,8 @@ from mmext.deploy.runners import Runner
 from mmext.models.layers import LayerScale
 from tests.helpers import max_rel_error, randomize_norms
 from tests.helpers import load_tool
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ROW_KEYS = ('arch', 'source', 'mode', 'protocol', 'device', 'device_name', 'torch', 'batch',
             'input_size', 'median_ms', 'min_ms', 'max_ms', 'img_per_s', 'status')
@@ -207,6 +211,7 @@ def test_cli_end_to_end(tmp_path, capsys):
                '--out', str(out)])
     data = json.loads(out.read_text())
     assert data['meta']['torch'] == torch.__version__ and data['meta']['tiny'] is True
+    assert data['meta']['malloc'].startswith('system')
     rows = data['rows']
     assert [r['mode'] for r in rows] == ['eager', 'deploy', 'onnxruntime', 'cuda_graph']
     for row in rows:
@@ -231,3 +236,56 @@ def test_cli_user_error_exits_2(capsys):
         run_cli(tool.main, ['--archs', 'nonexistent', '--tiny'])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith('error: unknown arch')
+
+
+_RSS_AFTER_FREE = """
+import sys, torch
+from mmext.deploy.malloc import malloc_setting, retain_freed_memory
+def rss_kib():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'):
+            return int(line.split()[1])
+if sys.argv[1] == 'retain':
+    assert retain_freed_memory() == (True, None) and retain_freed_memory() == (True, None)
+    assert malloc_setting() == 'retain'
+before = rss_kib()
+t = torch.ones(64 * 2 ** 20 // 4)
+del t
+print(rss_kib() - before)
+"""
+
+
+@pytest.mark.parametrize('setting', ['system', 'retain'])
+def test_malloc_retain_keeps_freed_memory(setting):
+    """glibc returns a freed 64 MiB tensor to the OS by default; after retain_freed_memory()
+    it keeps it for reuse (the process's resident size stays up). Run in a subprocess: the
+    setting is process-wide."""
+    import subprocess
+    from mmext.deploy.malloc import _glibc
+    if _glibc() is None:
+        pytest.skip('retain_freed_memory needs glibc; this C library is another')
+    env = dict(os.environ)
+    env.pop('GLIBC_TUNABLES', None)
+    out = subprocess.run([sys.executable, '-c', _RSS_AFTER_FREE, setting], env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    kept_mib = int(out.split()[-1]) / 1024
+    if setting == 'retain':
+        assert kept_mib > 48, kept_mib
+    else:
+        assert kept_mib < 16, kept_mib
+
+
+def test_cli_malloc_retain_recorded(tmp_path):
+    """--malloc retain is applied before timing and named in the results (own process)."""
+    import subprocess
+    from mmext.deploy.malloc import _glibc
+    if _glibc() is None:
+        pytest.skip('--malloc retain needs glibc; this C library is another')
+    out = tmp_path / 'r.json'
+    subprocess.run([sys.executable, 'tools/benchmark_backbone.py', '--archs', 'shvit_s1',
+                    '--protocols', 'cpu_latency_seg', '--modes', 'deploy', '--tiny', '--no-timm',
+                    '--no-reference', '--no-peaks', '--malloc', 'retain', '--out', str(out)],
+                   check=True, capture_output=True, timeout=600, cwd=REPO)
+    data = json.loads(out.read_text())
+    assert data['meta']['malloc'] == 'retain'
+    assert '- malloc: retain' in out.with_suffix('.md').read_text()

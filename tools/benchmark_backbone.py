@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmext.errors import run_cli  # noqa: E402
+from mmext.errors import ConfigError, run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -71,6 +71,10 @@ def main(argv=None):
                         help='onnxruntime_int8: calibration method (default minmax)')
     parser.add_argument('--no-peaks', action='store_true',
                         help='do not measure the GEMM peaks (rows then have no peak_fraction)')
+    parser.add_argument('--malloc', choices=['system', 'retain'], default='system',
+                        help='retain: make glibc keep freed memory for reuse instead of '
+                        'returning it to the OS (mmext.deploy.malloc; large activations then '
+                        'fault in no new pages); recorded in the results (default system)')
     parser.add_argument('--tiny', action='store_true',
                         help='batch 2, 64x64, 1 warm-up, 3 runs (a smoke test)')
     args = parser.parse_args(argv)
@@ -81,6 +85,11 @@ def main(argv=None):
         from mmext.deploy.quantize import image_files
         image_files(args.calib_dir)  # a missing or empty folder is an error before any timing
 
+    if args.malloc == 'retain':
+        from mmext.deploy.malloc import retain_freed_memory
+        applied, why = retain_freed_memory()
+        if not applied:
+            raise ConfigError(f'--malloc retain cannot be applied here: {why}')
     from mmext.benchmark import environment, run_benchmark, to_markdown, write_results
     compile_kwargs = {'mode': args.compile_mode} if args.compile_mode else None
     meta = environment()

@@ -5,6 +5,7 @@ import platform
 
 import torch
 
+from mmext.deploy.malloc import malloc_setting
 from mmext.deploy.runners import module_version
 
 
@@ -32,7 +33,7 @@ def environment():
                gpu=device_name('cuda') if torch.cuda.is_available() else None,
                cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                timm=module_version('timm'), torchvision=module_version('torchvision'),
-               onnxruntime=module_version('onnxruntime'),
+               onnxruntime=module_version('onnxruntime'), malloc=malloc_setting(),
                date=datetime.datetime.now().isoformat(timespec='seconds'))
     return env
 

@@ -32,7 +32,7 @@ def to_markdown(rows, meta=None):
     """A markdown table of the rows (and a header with the environment)."""
     lines = ['# Backbone benchmark', '']
     if meta:
-        for key in ('date', 'torch', 'cuda', 'gpu', 'cpu', 'timm', 'onnxruntime'):
+        for key in ('date', 'torch', 'cuda', 'gpu', 'cpu', 'timm', 'onnxruntime', 'malloc'):
             if meta.get(key):
                 lines.append(f'- {key}: {meta[key]}')
         for key, p in (meta.get('peaks') or {}).items():
