@@ -276,13 +276,24 @@ def test_drop_path_only_in_training():
 
 @pytest.mark.parametrize('arch, size', [('l1', (224, 224)), (TINY, (800, 1216)),
                                         (TINY, (97, 131))])
-def test_switch_to_deploy_equals_eval(l1, arch, size):
+def test_switch_to_deploy_equals_eval(l1, arch, size, monkeypatch):
+    """Deploy equals eval, with every MLP's fc1 + GELU one fused op (no GELU module runs) and
+    its fc2 + the residual one op."""
     model = l1 if arch == 'l1' else randomize(EfficientFormer(arch, out_norm=True)).eval()
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         ref = model(x)
         fused = copy.deepcopy(model).switch_to_deploy()
-        out = fused(x)
+        monkeypatch.setattr(nn.GELU, 'forward', lambda *a: pytest.fail('GELU module ran'))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out = fused(x)
+    fused_ops = sum(e.count for e in prof.key_averages()
+                    if e.key in ('mkldnn::_convolution_pointwise', 'mkldnn::_linear_pointwise'))
+    blocks = sum(len(s.blocks) for s in fused.stages)
+    maps = sum(s.num_conv_blocks for s in fused.stages)
+    # fc1+GELU in every block, fc2+residual in every Meta4D block (the Meta3D tokens of an
+    # NCHW map are strided: their residual is added after fc2, still correct)
+    assert fused_ops >= blocks + maps, (fused_ops, blocks, maps)
     left = {type(m).__name__ for m in fused.modules()}
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     # pooling + residual + layer scale became one window-sum conv; scales folded away

@@ -557,6 +557,26 @@ def test_deploy_ffn_fuses_its_gelus(monkeypatch):
         assert max_rel_error(model.stem(x), stem(x)) < 1e-5
 
 
+def test_deploy_fuses_residual_sums_into_projections():
+    """In deploy every block's FFN fc2 and every attention's proj take the residual as a oneDNN
+    post-op (channels-last, as in the bf16 mode); outputs equal eval."""
+    model = randomize(EfficientFormerV2('s0')).eval()
+    fused = copy.deepcopy(model).switch_to_deploy().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 96, 128).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    record_shapes=True) as prof:
+            out = fused(x)
+    assert max_rel_error(ref, out) < 1e-5
+    blocks = [b for s in fused.stages for b in s.blocks]
+    attns = sum(b.token_mixer is not None for b in blocks)
+    downs = sum(getattr(s.downsample, 'attn', None) is not None for s in fused.stages)
+    sums = [e for e in prof.events() if e.name == 'mkldnn::_convolution_pointwise'
+            and len(e.input_shapes) == 13]  # the binary overload: X, other, W, B, ...
+    assert len(sums) == len(blocks) + attns + downs, (len(sums), len(blocks), attns, downs)
+
+
 @pytest.mark.parametrize('cls', ['Attention4D', 'Attention4DDownsample'])
 def test_channels_last_attention_output_stays_channels_last(cls, monkeypatch):
     """With channels_last layers and input (the bf16 mode), the map entering act -> proj is
@@ -566,7 +586,7 @@ def test_channels_last_attention_output_stays_channels_last(cls, monkeypatch):
     attn.switch_to_deploy() if hasattr(attn, 'switch_to_deploy') else None
     attn = attn.to(memory_format=torch.channels_last)
     seen = []
-    monkeypatch.setattr(attn.act, 'forward', lambda t: seen.append(t) or F.gelu(t))
+    attn.proj.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     with torch.no_grad():
         attn(torch.randn(2, 16, 10, 14).contiguous(memory_format=torch.channels_last))
     assert seen and seen[0].is_contiguous(memory_format=torch.channels_last)

@@ -147,3 +147,24 @@ def test_onednn_ops_keep_autograd():
      + onednn.matmul(x, lin.weight, lin.bias).sum()).backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0
                for t in (x, res, xm, rm, lin.weight, lin.bias, conv.weight))
+
+
+def test_softmax_and_gelu_in_place_only_when_nothing_needs_the_input():
+    """softmax_ / gelu_ give the plain values; they overwrite their input in inference, and
+    leave it alone when autograd needs it (gradients still flow) or while tracing."""
+    from mmext.models.attention import gelu_, softmax_
+    x = torch.randn(2, 3, 5, 7)
+    for fn, ref in ((softmax_, x.softmax(-1)), (gelu_, nn.functional.gelu(x))):
+        y = x.clone()
+        with torch.inference_mode():
+            out = fn(y)
+        assert torch.equal(out, ref) and out.data_ptr() == y.data_ptr()
+        assert torch.equal(y, ref)  # written over
+        leaf = x.clone().requires_grad_()
+        z = leaf * 1
+        out = fn(z)
+        assert torch.allclose(out, ref) and torch.equal(z, x)  # input kept
+        out.sum().backward()
+        assert leaf.grad is not None
+        traced = torch.jit.trace(lambda t: fn(t * 1), x)
+        assert torch.allclose(traced(x), ref)

@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError
-from mmext.models.layers import check_attn_impl
+from mmext.models.attention import check_attn_impl
 
 
 def _is_int(value):

@@ -49,8 +49,9 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models import onednn
+from mmext.models.attention import softmax_, use_sdpa
 from mmext.models.layers import (BNLinear, FusedGELUMlp, add_identity_to_dwconv, drop_path,
-                                 is_tracing, pad_to_multiple, use_sdpa)
+                                 is_tracing, pad_to_multiple)
 from mmext.models.onednn import conv_add
 from mmext.registry import MODELS
 
@@ -140,7 +141,7 @@ class GlobalSparseAttention(nn.Module):
     stride-``r`` transposed conv spreads each over its window (``r*h x r*w``, cropped to
     ``H x W``), then LayerNorm and the projection. With ``r = 1`` it is plain self-attention.
 
-    ``attn_impl`` (:data:`~mmext.models.layers.ATTN_IMPLS`): ``'auto'`` runs SDPA on CUDA and the
+    ``attn_impl`` (:data:`~mmext.models.attention.ATTN_IMPLS`): ``'auto'`` runs SDPA on CUDA and the
     written-out softmax attention elsewhere; ``'sdpa'``/``'explicit'`` force one.
 
     Shapes: tokens ``(N, H*W, C)`` (row-major over the ``H x W`` map) ``-> (N, H*W, C)``.
@@ -245,7 +246,7 @@ class GlobalSparseAttention(nn.Module):
         if use_sdpa(self.attn_impl, q):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            out = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+            out = softmax_((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)) @ v
         if r > 1 and self.deploy:
             return self._propagate_project(out.transpose(1, 2).reshape(n, gh, gw, c), (h, w),
                                            residual)

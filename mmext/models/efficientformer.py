@@ -23,7 +23,7 @@ no antialiasing, as timm resizes LeViT-style tables) to ``(heads, H, W)``, and e
 pair gathers the entry at its own offset. At 7x7 the table is used as it is, so the model equals
 the authors' at 224. The parameter stays the 7x7 table; the per-grid bias is computed at forward
 time and, in inference, cached per grid size (see
-:class:`~mmext.models.layers.AttentionBiasTable`).
+:class:`~mmext.models.attention.AttentionBiasTable`).
 
 Folding: :meth:`switch_to_deploy` folds every BatchNorm (stem, downsampling, Meta4D MLPs) into its
 conv and every layer scale into the conv/linear before it; the pooling mixer with its residual and
@@ -31,6 +31,7 @@ layer scale becomes one depthwise window-sum conv (:class:`PoolingResidual`), an
 LayerNorms' affine parts fold into the linears after them. LayerNorm/GroupNorm statistics come from
 each input, so those normalisations themselves stay.
 """
+from collections import OrderedDict
 from functools import partial
 
 import torch
@@ -39,9 +40,9 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 drop_path, fold_layer_norm_affine,
-                                 fold_output_scale)
+from mmext.models.attention import AttentionBiasTable, attention_with_bias
+from mmext.models.layers import (ConvBN, FusedGELUMlp, LayerScale, drop_path,
+                                 fold_layer_norm_affine, fold_output_scale)
 from mmext.registry import MODELS
 
 
@@ -51,7 +52,7 @@ class Attention(AttentionBiasTable):
     ``qkv = Linear(x)`` is laid out per head as ``[q (key_dim), k (key_dim), v (attn_ratio *
     key_dim)]``; ``softmax(q k^T / sqrt(key_dim) + bias) v`` goes through ``proj``.
 
-    ``attn_impl``: see :func:`~mmext.models.layers.attention_with_bias`.
+    ``attn_impl``: see :func:`~mmext.models.attention.attention_with_bias`.
 
     Shapes: ``(N, H*W, C), (H, W) -> (N, H*W, C)``.
     """
@@ -117,33 +118,29 @@ class PoolingResidual(nn.Module):
         return torch.addcmul(x * self.keep.to(x.dtype), window_sum, count.reciprocal())
 
 
-class ConvMlp(nn.Module):
-    """``1x1 Conv-BN -> GELU -> 1x1 Conv-BN``; both BNs fold into their convs.
+class ConvMlp(FusedGELUMlp):
+    """``1x1 Conv-BN -> GELU -> 1x1 Conv-BN``; both BNs fold into their convs, and after
+    ``switch_to_deploy`` conv + GELU (and, in :meth:`forward_residual`, conv + the residual)
+    run as single oneDNN ops on the CPU (:class:`~mmext.models.layers.FusedGELUMlp`).
 
     Shapes: ``(N, C, H, W) -> (N, C, H, W)`` through ``hidden_channels``.
     """
 
     def __init__(self, channels, hidden_channels):
-        super().__init__()
-        self.fc1 = ConvBN(channels, hidden_channels, bias=True)
-        self.act = nn.GELU()
-        self.fc2 = ConvBN(hidden_channels, channels, bias=True)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        super().__init__(OrderedDict(fc1=ConvBN(channels, hidden_channels, bias=True),
+                                     act=nn.GELU(),
+                                     fc2=ConvBN(hidden_channels, channels, bias=True)))
 
 
-class LinearMlp(nn.Module):
-    """``Linear -> GELU -> Linear`` on tokens. Shapes: ``(N, L, C) -> (N, L, C)``."""
+class LinearMlp(FusedGELUMlp):
+    """``Linear -> GELU -> Linear`` on tokens (fused like :class:`ConvMlp` after deploy).
+
+    Shapes: ``(N, L, C) -> (N, L, C)``.
+    """
 
     def __init__(self, channels, hidden_channels):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, hidden_channels)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_channels, channels)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        super().__init__(OrderedDict(fc1=nn.Linear(channels, hidden_channels), act=nn.GELU(),
+                                     fc2=nn.Linear(hidden_channels, channels)))
 
 
 class Meta4D(nn.Module):
@@ -166,6 +163,8 @@ class Meta4D(nn.Module):
             x = self.token_mixer(x)
         else:
             x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
+        if isinstance(self.ls2, nn.Identity) and not (self.training and self.drop_path_rate):
+            return self.mlp.forward_residual(x, x)  # deploy: the scale is in fc2
         return x + drop_path(self.ls2(self.mlp(x)), self.drop_path_rate, self.training)
 
     @torch.no_grad()
@@ -200,6 +199,8 @@ class Meta3D(nn.Module):
     def forward(self, x, hw):
         x = x + drop_path(self.ls1(self.token_mixer(self.norm1(x), hw)), self.drop_path_rate,
                           self.training)
+        if isinstance(self.ls2, nn.Identity) and not (self.training and self.drop_path_rate):
+            return self.mlp.forward_residual(self.norm2(x), x)  # deploy: the scale is in fc2
         return x + drop_path(self.ls2(self.mlp(self.norm2(x))), self.drop_path_rate,
                              self.training)
 

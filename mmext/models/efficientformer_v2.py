@@ -29,7 +29,7 @@ offset ``(|dy|, |dx|)`` on the token grids of a 224 input: 7x7 for both self-att
 attends on the 7x7 grid its stride-2 conv makes of its 14x14 map, stage 4 on its 7x7 map) and
 14x14 for attention downsampling (7x7 queries at every other position of the 14x14 key grid).
 For another grid the table is resized bicubically to the key grid's size and each query/key
-pair takes the entry at its own offset (:class:`~mmext.models.layers.AttentionBiasTable`, shared
+pair takes the entry at its own offset (:class:`~mmext.models.attention.AttentionBiasTable`, shared
 with V1, which also caches the per-grid bias in inference); at the pretraining grid the table is
 used as it is, so at 224 the model equals the authors'.
 
@@ -54,9 +54,9 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import (AttentionBiasTable, ConvBN, LayerScale, attention_with_bias,
-                                 drop_path, fold_output_scale)
-from mmext.models.onednn import conv_gelu
+from mmext.models.attention import AttentionBiasTable, attention_with_bias, gelu_, softmax_
+from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale, is_tracing
+from mmext.models.onednn import conv_add, conv_gelu
 from mmext.registry import MODELS
 
 
@@ -87,6 +87,13 @@ class ConvFFN(nn.Module):
         x = self.act(self.mid(x))
         return self.fc2(x)
 
+    def forward_residual(self, x, residual):
+        """``residual + self(x)``; in deploy the sum is ``fc2``'s post-op (:func:`_proj_add`)."""
+        if self.deploy:
+            return _proj_add(self.fc2, conv_gelu(self.mid.conv, conv_gelu(self.fc1.conv, x)),
+                             residual)
+        return residual + self(x)
+
 
 class ConvStem(nn.Sequential):
     """``conv1 -> act1 -> conv2 -> act2`` (Conv-BN, GELU); in deploy each conv+GELU pair runs as
@@ -105,6 +112,25 @@ class ConvStem(nn.Sequential):
         if self.deploy:
             return conv_gelu(self.conv2.conv, conv_gelu(self.conv1.conv, x))
         return super().forward(x)
+
+
+def _proj_add(proj, x, residual):
+    """``residual + proj(x)`` for a :class:`ConvBN` ``proj``; once its BN is folded, one oneDNN
+    convolution with the sum as post-op where it can (:func:`~mmext.models.onednn.conv_add`)."""
+    if residual is None:
+        return proj(x)
+    if isinstance(proj.bn, nn.Identity):
+        return conv_add(proj.conv, x, residual)
+    return residual + proj(x)
+
+
+def _act(act, x):
+    """``act(x)`` for a temporary ``x`` nothing else reads: an exact GELU overwrites it
+    (:func:`~mmext.models.attention.gelu_`; the map before ``proj`` is the largest of the
+    block at detection sizes)."""
+    if type(act) is nn.GELU and act.approximate == 'none':
+        return gelu_(x)
+    return act(x)
 
 
 class Attention4D(AttentionBiasTable):
@@ -185,10 +211,16 @@ class Attention4D(AttentionBiasTable):
         w1 = self.talking_head1.weight.view(1, heads, heads).expand(n, heads, heads)
         w2 = self.talking_head2.weight.view(1, heads, heads).expand(n, heads, heads)
         mixed = torch.baddbmm(bias.reshape(1, heads, tokens * tokens), w1, flat)
-        attn = mixed.view(n, heads, tokens, tokens).softmax(dim=-1)
-        return torch.bmm(w2, attn.view(n, heads, tokens * tokens)).view(n, heads, tokens, tokens)
+        attn = softmax_(mixed.view(n, heads, tokens, tokens)).view(n, heads, tokens * tokens)
+        if flat.data_ptr() == scores.data_ptr() and not is_tracing() and not (
+                torch.is_grad_enabled() and scores.requires_grad):
+            # the scores are used up: the second mix goes into their memory, not a new tensor
+            return torch.bmm(w2, attn, out=flat).view(n, heads, tokens, tokens)
+        return torch.bmm(w2, attn).view(n, heads, tokens, tokens)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """``proj(GELU(attention))``, plus ``residual`` when given (fused into ``proj`` in
+        deploy, see :func:`_proj_add`)."""
         n, _, height, width = x.shape
         if self.stride_conv is not None:
             x = self.stride_conv(x)
@@ -219,7 +251,7 @@ class Attention4D(AttentionBiasTable):
             # odd grid: drop the extra bottom/right line (a no-op on even grids; unconditional so
             # that ONNX tracing keeps it for every size)
             out = out[..., :height, :width]
-        return self.proj(self.act(out))
+        return _proj_add(self.proj, _act(self.act, out), residual)
 
 
 class LocalGlobalQuery(nn.Module):
@@ -257,7 +289,7 @@ class Attention4DDownsample(AttentionBiasTable):
     ``q`` from :class:`LocalGlobalQuery`, ``k, v`` 1x1 Conv-BNs of the input;
     ``out = softmax(q k^T / sqrt(key_dim) + bias) v + v_local`` with ``v_local`` a 3x3 stride-2
     depthwise Conv-BN of ``v``; then ``GELU -> 1x1 Conv-BN`` to ``out_dim``. No talking heads,
-    so it runs as :func:`~mmext.models.layers.attention_with_bias` (``attn_impl``).
+    so it runs as :func:`~mmext.models.attention.attention_with_bias` (``attn_impl``).
 
     Args:
         resolution (int): side of the key grid the bias table was learned on (14 at 224).
@@ -281,7 +313,8 @@ class Attention4DDownsample(AttentionBiasTable):
         self.act = nn.GELU()
         self.proj = ConvBN(v_dim, out_dim, bias=True)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """``proj(GELU(attention))``, plus ``residual`` when given (see :func:`_proj_add`)."""
         n, _, h, w = x.shape
         q = self.q(x)
         hq, wq = q.shape[-2:]
@@ -293,7 +326,7 @@ class Attention4DDownsample(AttentionBiasTable):
         bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
         out = attention_with_bias(q, k, v, bias, self.scale, self.attn_impl)
         out = v_local + out.transpose(2, 3).reshape(n, self.num_heads * self.value_dim, hq, wq)
-        return self.proj(self.act(out))
+        return _proj_add(self.proj, _act(self.act, out), residual)
 
 
 class Downsample(nn.Module):
@@ -311,7 +344,7 @@ class Downsample(nn.Module):
     def forward(self, x):
         out = self.conv(x)
         if self.attn is not None:
-            out = out + self.attn(x)
+            out = self.attn(x, residual=out)
         return out
 
 
@@ -334,6 +367,11 @@ class EfficientFormerV2Block(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x):
+        if isinstance(self.ls2, nn.Identity) and not (self.training and self.drop_path_rate):
+            # deploy: the layer scales are in the projections, the sums their post-ops
+            if self.token_mixer is not None:
+                x = self.token_mixer(x, residual=x)
+            return self.mlp.forward_residual(x, x)
         if self.token_mixer is not None:
             x = x + drop_path(self.ls1(self.token_mixer(x)), self.drop_path_rate, self.training)
         return x + drop_path(self.ls2(self.mlp(x)), self.drop_path_rate, self.training)

@@ -11,24 +11,19 @@ single convolution or linear layer that gives the same outputs (up to float roun
   folded into the conv/linear next to them
 
 :class:`FusedGELUMlp` (after ``switch_to_deploy`` its fc1 + GELU, and fc2 + a residual, run as
-the single oneDNN ops of :mod:`mmext.models.onednn`), :func:`add_identity_to_dwconv` (``x + DW(x)``
-as one depthwise conv), and the attention pieces more than one family uses: :func:`attention_with_bias` (LeViT-style
-attention with an additive bias, SDPA or explicit, see :data:`ATTN_IMPLS`) and
-:class:`AttentionBiasTable` (a learned ``(|dy|, |dx|)`` offset-bias table resized to any grid,
-with an inference cache).
+the single oneDNN ops of :mod:`mmext.models.onednn`) and :func:`add_identity_to_dwconv`
+(``x + DW(x)`` as one depthwise conv). The attention pieces more than one family uses are in
+:mod:`mmext.models.attention`.
 
 ``switch_to_deploy`` is idempotent; backbones call it on every submodule, children first.
 BatchNorm here means any ``torch.nn.modules.batchnorm._BatchNorm``, SyncBatchNorm included, so a
 model converted to SyncBN folds the same way.
 """
-from collections import OrderedDict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmext.errors import ConfigError
 from mmext.models.onednn import conv_add, conv_gelu, linear_add, linear_gelu
 
 
@@ -208,25 +203,34 @@ class ResidualConvBN(nn.Module):
 
 class FusedGELUMlp(nn.Sequential):
     """``fc1 -> act (GELU) -> fc2`` (an ``nn.Sequential``: same module names and checkpoint
-    keys). After :meth:`switch_to_deploy` ``fc1`` + GELU run as :func:`conv_gelu` /
-    :func:`linear_gelu` when ``fc1`` is (or, BN folded, holds as ``.linear``) a ``Conv2d`` /
-    ``Linear`` and ``act`` is an exact ``nn.GELU``.
+    keys). ``fc1``/``fc2`` are ``Conv2d``/``Linear`` layers or, with a BatchNorm that folds,
+    :class:`BNLinear`/:class:`ConvBN`. After :meth:`switch_to_deploy` (BNs folded) ``fc1`` + an
+    exact GELU run as :func:`~mmext.models.onednn.conv_gelu` / ``linear_gelu``, and
+    :meth:`forward_residual` adds the residual as ``fc2``'s post-op.
 
     Shapes: those of ``fc1`` then ``fc2``.
     """
 
     deploy = False
 
+    @staticmethod
+    def _plain(layer):
+        """The single ``Conv2d``/``Linear`` that ``layer`` is or holds once folded, else None."""
+        if isinstance(layer, BNLinear):
+            layer = layer.linear if isinstance(layer.bn, nn.Identity) else None
+        elif isinstance(layer, ConvBN):
+            layer = layer.conv if isinstance(layer.bn, nn.Identity) else None
+        return layer if type(layer) in (nn.Conv2d, nn.Linear) else None
+
     def _first(self):
-        fc1 = self.fc1
-        if isinstance(fc1, BNLinear):
-            fc1 = fc1.linear if isinstance(fc1.bn, nn.Identity) else None
-        if (type(self.act) is nn.GELU and self.act.approximate == 'none'
-                and type(fc1) in (nn.Conv2d, nn.Linear)):
-            return fc1
+        if type(self.act) is nn.GELU and self.act.approximate == 'none':
+            return self._plain(self.fc1)
         return None
 
     def switch_to_deploy(self):
+        for layer in (self.fc1, self.fc2):
+            if isinstance(layer, (BNLinear, ConvBN)):
+                layer.switch_to_deploy()
         self.deploy = self._first() is not None
 
     def hidden(self, x):
@@ -242,9 +246,10 @@ class FusedGELUMlp(nn.Sequential):
     def forward_residual(self, x, residual):
         """``residual + self(x)``; after :meth:`switch_to_deploy` the sum is ``fc2``'s post-op
         (:func:`~mmext.models.onednn.conv_add` / :func:`~mmext.models.onednn.linear_add`)."""
-        if self.deploy and type(self.fc2) in (nn.Conv2d, nn.Linear):
-            add = conv_add if type(self.fc2) is nn.Conv2d else linear_add
-            return add(self.fc2, self.hidden(x), residual)
+        fc2 = self._plain(self.fc2) if self.deploy else None
+        if fc2 is not None:
+            add = conv_add if type(fc2) is nn.Conv2d else linear_add
+            return add(fc2, self.hidden(x), residual)
         return residual + self(x)
 
 
@@ -301,160 +306,3 @@ def is_tracing():
     """Whether the forward is being traced, scripted, exported to ONNX or compiled."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
             or torch.compiler.is_compiling())
-
-
-# ------------------------------------------------------------------------ attention
-#: values of ``attn_impl``: ``'auto'`` (SDPA on CUDA, the explicit formula elsewhere), ``'sdpa'``
-#: (always ``F.scaled_dot_product_attention``), ``'explicit'`` (always the written-out formula).
-ATTN_IMPLS = ('auto', 'sdpa', 'explicit')
-
-
-def check_attn_impl(value, owner='attention'):
-    """Return ``value`` if it is one of :data:`ATTN_IMPLS`, else raise :class:`ConfigError`."""
-    if value not in ATTN_IMPLS:
-        raise ConfigError(f'{owner}: attn_impl={value!r} is not one of {list(ATTN_IMPLS)}.')
-    return value
-
-
-def use_sdpa(attn_impl, x):
-    """Whether ``attn_impl`` picks ``F.scaled_dot_product_attention`` for tensor ``x``."""
-    return attn_impl == 'sdpa' or (attn_impl == 'auto' and x.is_cuda)
-
-
-def attention_with_bias(q, k, v, bias, scale, attn_impl='auto'):
-    """``softmax(q k^T * scale + bias) v`` for LeViT-style attention with learned biases.
-
-    Shapes: ``q (N, heads, Lq, d)``, ``k (N, heads, Lk, d)``, ``v (N, heads, Lk, dv)``,
-    ``bias (heads, Lq, Lk)`` ``-> (N, heads, Lq, dv)``.
-
-    ``attn_impl`` (see :data:`ATTN_IMPLS`): SDPA is one fused kernel on CUDA; on the CPU the
-    explicit formula is faster (torch's CPU SDPA with a float mask runs its math path plus a
-    fully-masked-row check over every score: about 0.4 s of 2.9 s for EfficientFormerV2-S0 at
-    800x1344 on one thread). Both give the same result up to float rounding.
-    """
-    if use_sdpa(attn_impl, q):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
-    # scale the (small) queries rather than the scores, and add the bias in place: at detection
-    # sizes the score tensor is the largest one here and every extra pass over it shows
-    return ((q * scale) @ k.transpose(-2, -1)).add_(bias).softmax(dim=-1) @ v
-
-
-def resize_bias_table(table, resolution, size):
-    """Resize an offset-bias table from a ``resolution x resolution`` grid to ``size``.
-
-    Args:
-        table (Tensor): ``(heads, resolution**2)``, entry ``|dy| * resolution + |dx|``.
-        resolution (int): side of the grid the table was learned on.
-        size (tuple[int, int]): ``(H, W)`` of the offsets needed now.
-
-    Returns:
-        Tensor: ``(heads, H * W)``, entry ``|dy| * W + |dx|``; ``table`` itself when the size
-        matches. Bicubic, ``align_corners=False``, computed in float32.
-    """
-    if not torch.jit.is_tracing() and tuple(int(s) for s in size) == (resolution, resolution):
-        return table
-    # When tracing (ONNX export) the sizes stay traced values, so the graph works at any size;
-    # resizing to the same size is exact (every tap lands on a source entry, weights 0/1).
-    heads = table.shape[0]
-    grid = table.float().reshape(1, heads, resolution, resolution)
-    grid = F.interpolate(grid, size=tuple(size), mode='bicubic', align_corners=False)
-    return grid.reshape(heads, -1).to(table.dtype)
-
-
-def _offsets(num_queries, num_keys, q_stride, device):
-    """``(num_queries, num_keys)`` distances ``|i * q_stride - j|`` along one axis."""
-    queries = torch.arange(num_queries, device=device) * q_stride
-    return (queries[:, None] - torch.arange(num_keys, device=device)[None, :]).abs()
-
-
-class AttentionBiasTable(nn.Module):
-    """Base class of attentions with a learned ``(|dy|, |dx|)`` offset-bias table (LeViT style).
-
-    Holds the parameter ``attention_biases`` of shape ``(num_heads, resolution**2)`` (the
-    authors' and timm's name and shape; their ``attention_bias_idxs`` index buffers are not
-    kept: the offsets are recomputed for each grid). :meth:`attention_bias` returns the
-    ``(num_heads, N_q, N_k)`` bias for any grid: the table resized to the key grid by
-    :func:`resize_bias_table`, read at each query/key pair's offset. Query ``(i, j)`` sits at key
-    position ``(i * q_stride, j * q_stride)``, so its offset to key ``(y, x)`` is
-    ``(|i*s - y|, |j*s - x|)``; this needs ``(H_q - 1) * s < H_k``, e.g. ``H_q = ceil(H_k / s)``.
-
-    Caching: in training mode, whenever gradients must reach the table, or while tracing for
-    export, the bias is computed on each call. Otherwise it is cached per
-    ``(q_size, k_size, q_stride, dtype, device)``, together with a copy of the table it came from;
-    an entry is used only while the table still equals that copy, so any change of the parameter
-    (``load_state_dict``, an optimizer step, ``param.data = t``, an in-place edit through
-    ``.data``, a move to another device or dtype) invalidates it, whatever memory the allocator
-    reuses. (While a CUDA graph is being captured the comparison, which would synchronise, is
-    skipped.) At most :attr:`bias_cache_size` grids are kept per module (a bias takes
-    ``heads * N_q * N_k`` elements, ~35 MB for 8 heads on an 800x1344 image at stride 32). The
-    cache is emptied by ``train()``, ``.to()``/``.cuda()``/``.half()``, and never pickled or
-    deep-copied.
-    """
-
-    bias_cache_size = 2
-
-    def __init__(self, num_heads, resolution):
-        super().__init__()
-        self.resolution = resolution
-        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
-        self._bias_cache = OrderedDict()
-
-    def train(self, mode=True):
-        super().train(mode)
-        if mode:
-            self._bias_cache.clear()
-        return self
-
-    def _apply(self, fn, *args, **kwargs):
-        self._bias_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), '__getstate__') else self.__dict__
-        return dict(state, _bias_cache=OrderedDict())
-
-    def _bias_sources(self):
-        """The tensors :meth:`_compute_bias` reads: a cached bias is used only while every one
-        of them still equals the copy kept with it (a subclass that folds more parameters into
-        its bias returns them too)."""
-        return (self.attention_biases,)
-
-    def _compute_bias(self, q_size, k_size, q_stride):
-        (hq, wq), (hk, wk) = q_size, k_size
-        table = resize_bias_table(self.attention_biases, self.resolution, k_size)
-        table = table.reshape(-1, hk, wk)
-        dy = _offsets(hq, hk, q_stride, table.device)
-        dx = _offsets(wq, wk, q_stride, table.device)
-        bias = table[:, dy][..., dx]  # (heads, H_q, H_k, W_q, W_k), separable: no N_q x N_k index
-        return bias.permute(0, 1, 3, 2, 4).reshape(table.shape[0], hq * wq, hk * wk)
-
-    def attention_bias(self, q_size, k_size=None, q_stride=1, dtype=None):
-        """The ``(num_heads, H_q * W_q, H_k * W_k)`` additive bias for these grids.
-
-        Args:
-            q_size, k_size (tuple[int, int]): query and key grids (``k_size`` defaults to
-                ``q_size``).
-            q_stride (int): key-grid step between neighbouring queries (1 for self-attention).
-            dtype: dtype of the result (that of the attention scores).
-        """
-        table = self.attention_biases
-        sources = self._bias_sources()
-        dtype = dtype or table.dtype
-        k_size = q_size if k_size is None else k_size
-        if (self.training or torch.jit.is_tracing()
-                or (torch.is_grad_enabled() and any(t.requires_grad for t in sources))):
-            return self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        q_size, k_size = tuple(int(s) for s in q_size), tuple(int(s) for s in k_size)
-        key = (q_size, k_size, q_stride, dtype, table.device, table.dtype, len(sources))
-        cached = self._bias_cache.get(key)
-        if cached is not None and (
-                (table.is_cuda and torch.cuda.is_current_stream_capturing())
-                or all(torch.equal(a, b) for a, b in zip(cached[0], sources))):
-            self._bias_cache.move_to_end(key)
-            return cached[1]
-        bias = self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        self._bias_cache[key] = (tuple(t.detach().clone() for t in sources), bias)
-        self._bias_cache.move_to_end(key)
-        while len(self._bias_cache) > self.bias_cache_size:
-            self._bias_cache.popitem(last=False)
-        return bias

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.layers import ConvBN, Residual, ResidualConvBN, use_sdpa
+from mmext.models.attention import softmax_, use_sdpa
+from mmext.models.layers import ConvBN, Residual, ResidualConvBN
 from mmext.registry import MODELS
 
 STRIDE8_MODES = (None, 'stem', 'upsample')
@@ -96,7 +97,7 @@ class SHSA(nn.Module):
     1x1 Conv-BN to ``q, k`` (``qk_dim`` each) and ``v`` (``partial_dim``), and single-head
     attention over all ``H*W`` positions; then ``ReLU -> 1x1 Conv-BN`` over ``cat(x1, x2)``.
 
-    ``attn_impl`` (:data:`~mmext.models.layers.ATTN_IMPLS`): ``'auto'`` runs SDPA on CUDA and the
+    ``attn_impl`` (:data:`~mmext.models.attention.ATTN_IMPLS`): ``'auto'`` runs SDPA on CUDA and the
     explicit channel-first formula elsewhere; ``'sdpa'``/``'explicit'`` force one.
 
     Shapes: ``(N, C, H, W) -> (N, C, H, W)``; attention is ``(N, HW, HW)``.
@@ -123,7 +124,7 @@ class SHSA(nn.Module):
             x1 = x1.squeeze(1).transpose(1, 2).reshape(n, self.partial_dim, h, w)
         else:  # channel-first throughout: no transposed copies, no SDPA math-path checks
             q, k, v = qkv.split([self.qk_dim, self.qk_dim, self.partial_dim], dim=1)
-            attn = ((q * self.qk_dim ** -0.5).transpose(1, 2) @ k).softmax(dim=-1)  # (N, HW, HW)
+            attn = softmax_((q * self.qk_dim ** -0.5).transpose(1, 2) @ k)  # (N, HW, HW)
             x1 = (v @ attn.transpose(1, 2)).view(n, self.partial_dim, h, w)
         return self.proj(torch.cat([x1, x2], dim=1))
 
