@@ -121,14 +121,26 @@ def test_with_cp_same_outputs_and_grads():
 
 @pytest.mark.parametrize('arch, size', [('s4', (224, 224)), ('s1', (800, 1216))])
 def test_switch_to_deploy_equals_eval(arch, size):
+    """Deploy equals eval, with every FFN's pw2 + residual one oneDNN op (the binary overload)
+    and the FFNs' and patch mergings' ReLU modules not run (fused into their convs)."""
     model = randomize_norms(SHViT(arch)).eval()
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         ref = model(x)
         fused = copy.deepcopy(model).switch_to_deploy()
-        out = fused(x)
+        ran = []
+        for name, m in fused.named_modules():
+            if isinstance(m, nn.ReLU) and ('ffn' in name or name.endswith(('act1', 'act2'))):
+                m.register_forward_hook(lambda *a, name=name: ran.append(name))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    record_shapes=True) as prof:
+            out = fused(x)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     assert max_rel_error(ref, out) < 1e-5
+    ffns = sum(type(m).__name__ == 'FFN' for m in fused.modules())
+    sums = [e for e in prof.events() if e.name == 'mkldnn::_convolution_pointwise'
+            and len(e.input_shapes) == 13]  # binary overload: X, other, W, B, ...
+    assert len(sums) == ffns and not ran, (len(sums), ffns, ran[:3])
 
 
 # ----------------------------------------------------------------------------- stride-8 level

@@ -263,7 +263,11 @@ def drop_path(x, drop_prob=0.0, training=False):
 
 
 class Residual(nn.Module):
-    """``x + drop_path(m(x))``. Shapes are those of ``m``, which must keep its input's shape."""
+    """``x + drop_path(m(x))``. Shapes are those of ``m``, which must keep its input's shape.
+
+    Without stochastic depth, an ``m`` with ``forward_residual(x, residual)`` computes the sum
+    itself (e.g. as its last conv's post-op in deploy).
+    """
 
     def __init__(self, m, drop_path_rate=0.0):
         super().__init__()
@@ -271,6 +275,8 @@ class Residual(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x):
+        if hasattr(self.m, 'forward_residual') and not (self.training and self.drop_path_rate):
+            return self.m.forward_residual(x, x)
         return x + drop_path(self.m(x), self.drop_path_rate, self.training)
 
 

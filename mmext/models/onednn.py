@@ -61,6 +61,15 @@ def conv_gelu(conv, x):
     return F.gelu(conv(x))
 
 
+def conv_relu(conv, x):
+    """``F.relu(conv(x))``; one oneDNN convolution with the ReLU as post-op where
+    :func:`fused_ok`."""
+    if fused_ok(conv, x):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, *_conv_args(conv), 'relu', [], '')
+    return F.relu(conv(x))
+
+
 def linear_gelu(linear, x):
     """``F.gelu(linear(x))`` (exact GELU); one oneDNN matmul with the GELU as post-op where
     :func:`fused_ok`."""

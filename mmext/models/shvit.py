@@ -24,6 +24,7 @@ from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.attention import softmax_, use_sdpa
 from mmext.models.layers import ConvBN, Residual, ResidualConvBN
+from mmext.models.onednn import conv_add, conv_relu
 from mmext.registry import MODELS
 
 STRIDE8_MODES = (None, 'stem', 'upsample')
@@ -63,9 +64,24 @@ class FFN(nn.Module):
         self.pw1 = ConvBN(channels, hidden_channels)
         self.act = nn.ReLU()
         self.pw2 = ConvBN(hidden_channels, channels, bn_weight_init=0.0)
+        self.deploy = False
+
+    def switch_to_deploy(self):
+        """After the children fold their BNs: ``pw1`` + ReLU and ``pw2`` + the residual (in
+        :meth:`forward_residual`) run as single oneDNN ops (:mod:`mmext.models.onednn`)."""
+        self.deploy = (isinstance(self.pw1.bn, nn.Identity) and isinstance(self.pw2.bn, nn.Identity)
+                       and type(self.act) is nn.ReLU)
 
     def forward(self, x):
+        if self.deploy:
+            return self.pw2(conv_relu(self.pw1.conv, x))
         return self.pw2(self.act(self.pw1(x)))
+
+    def forward_residual(self, x, residual):
+        """``residual + self(x)``, the sum as ``pw2``'s post-op in deploy."""
+        if self.deploy:
+            return conv_add(self.pw2.conv, conv_relu(self.pw1.conv, x), residual)
+        return residual + self(x)
 
 
 class PatchMerging(nn.Module):
@@ -85,8 +101,11 @@ class PatchMerging(nn.Module):
         self.conv3 = ConvBN(hidden, out_channels)
 
     def forward(self, x):
-        x = self.act1(self.conv1(x))
-        x = self.act2(self.conv2(x))
+        if isinstance(self.conv1.bn, nn.Identity) and isinstance(self.conv2.bn, nn.Identity) \
+                and type(self.act1) is type(self.act2) is nn.ReLU:  # deploy: fused conv + ReLU
+            x = conv_relu(self.conv2.conv, conv_relu(self.conv1.conv, x))
+        else:
+            x = self.act2(self.conv2(self.act1(self.conv1(x))))
         return self.conv3(self.se(x))
 
 
