@@ -29,7 +29,9 @@ Folding: :meth:`switch_to_deploy` folds every BatchNorm (stem, downsampling, Met
 conv and every layer scale into the conv/linear before it; the pooling mixer with its residual and
 layer scale becomes one depthwise window-sum conv (:class:`PoolingResidual`), and the Meta3D
 LayerNorms' affine parts fold into the linears after them. LayerNorm/GroupNorm statistics come from
-each input, so those normalisations themselves stay.
+each input, so those normalisations themselves stay. After folding, each MLP's ``fc1`` + GELU and
+``fc2`` + the block's residual sum run as single oneDNN ops on the CPU in inference
+(:class:`~mmext.models.layers.FusedGELUMlp`; GELU as a separate op was a third of L1's bf16 time).
 """
 from collections import OrderedDict
 from functools import partial

@@ -37,9 +37,11 @@ Folding: :meth:`switch_to_deploy` folds every BatchNorm into the conv before it,
 scales into the last conv of their branch and the query's subsampling shortcut into the centre
 tap of its depthwise conv. No BatchNorm remains. It also changes how (not what) some layers
 compute, for the CPU: the talking heads run as batched matmuls with ``talking_head1`` folded into
-the cached attention bias (:meth:`Attention4D._talking_heads_attention`), and every conv followed
-by GELU (FFN, stem) runs as one oneDNN op (:func:`~mmext.models.onednn.conv_gelu`; the plain ops
-when tracing, compiling or with gradients). The state dict keys do not change.
+the cached attention bias, the softmax in place and ``talking_head2`` into the scores' memory
+(:meth:`Attention4D._talking_heads_attention`); every conv followed by GELU (FFN, stem) and every
+projection followed by its block's residual sum (FFN ``fc2``, attention ``proj``) runs as one
+oneDNN op (:mod:`mmext.models.onednn`; the plain ops when tracing, compiling or with gradients).
+The state dict keys do not change.
 
 Module names follow timm's layout (``stem.conv1``, ``stages.i.downsample``,
 ``stages.i.blocks.j.token_mixer``/``mlp``/``ls1``/``ls2``), so timm's checkpoints load as they are

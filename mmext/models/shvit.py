@@ -4,7 +4,9 @@ A 16x16 overlapping stem (four 3x3 stride-2 Conv-BNs), then 3 stages at strides 
 block is ``DWConv -> SHSA -> FFN`` (all residual); stage 1 has no attention. Single-head
 self-attention (SHSA) runs on the first ``partial_dim`` channels only, the rest pass through.
 BatchNorm everywhere except the attention's pre-norm (GroupNorm with one group), ReLU.
-Every BN folds into a conv in :meth:`~mmext.models.base.BaseBackbone.switch_to_deploy`.
+Every BN folds into a conv in :meth:`~mmext.models.base.BaseBackbone.switch_to_deploy`; after that,
+on the CPU in inference, each FFN's ``pw1`` + ReLU and ``pw2`` + the residual sum, and each patch
+merging's convs + ReLU, run as single oneDNN ops (:mod:`mmext.models.onednn`).
 
 Works on any input size: the convs pad, and attention runs over whatever token grid arrives.
 
