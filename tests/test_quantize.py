@@ -88,7 +88,7 @@ def test_quantize_static_qdq_per_channel(fp32_onnx, tmp_path):
     int8 = str(tmp_path / 'tiny.int8.onnx')
     info = q.quantize_onnx(fp32_onnx, int8, images)
     assert info == dict(calib_images=4, calib_method='minmax', quant_format='QDQ',
-                        per_channel=True)
+                        per_channel=True, float_nodes=0)
     model, scales = _weight_scales(int8)
     ops = {n.op_type for n in model.graph.node}
     assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
@@ -100,6 +100,31 @@ def test_quantize_static_qdq_per_channel(fp32_onnx, tmp_path):
     out = ort_session(int8).run(None, feed)
     cos = q.cosine_per_map(ref, out)
     assert len(cos) == 3 and min(cos) >= 0.99, cos
+
+
+def test_keep_float_leaves_the_named_layers_in_float(fp32_onnx, tmp_path):
+    """Nodes under a keep_float name stay float (no weight quantization), the rest int8."""
+    images = q.calibration_images((32, 32), num=2)
+    int8 = str(tmp_path / 'keep.onnx')
+    info = q.quantize_onnx(fp32_onnx, int8, images, keep_float=('conv2',))
+    assert info['float_nodes'] == 1
+    model, scales = _weight_scales(int8)
+    assert sorted(s.size for s in scales.values()) == [16, 32], scales  # conv1, proj; not conv2
+
+
+def test_edgevit_int8_keeps_its_folded_position_encodings_in_float():
+    """EdgeViT names its identity-folded position-encoding convs (int8_float_layers): the int8
+    runner keeps every one of them in float and quantizes the other convs."""
+    from mmext.deploy.runners import make_runner
+    from mmext.models import EdgeViT
+    model = EdgeViT('xxs').eval()
+    x = torch.from_numpy(q.calibration_images((64, 64), num=2, seed=1))
+    runner = make_runner(model, 'onnxruntime_int8', x, threads=1, calib=dict(num=2))
+    try:
+        pos_embeds = sum(name.endswith('pos_embed') for name, _ in model.named_modules())
+        assert runner.info['float_nodes'] == pos_embeds == 12  # 7 blocks, 5 with local aggregation
+    finally:
+        runner.close()
 
 
 def _activation_scales(path):

@@ -9,9 +9,9 @@ breaks gives ``failed: <error>``; the run goes on either way.
 
 Timing (:mod:`mmext.benchmark.timing`): ``warmup`` untimed runs, then ``iters`` timed runs; rows
 give every time (``times_ms``), the median, min and max in milliseconds and
-``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them).
-With ``check=True`` each non-eager mode's outputs are compared with eager ones on the same input
-(``max_rel_err``). With ``rounds=R`` an arch's modes take turns, ``R`` rounds of ``iters`` runs
+``batch * 1000 / median`` images per second. Weights are random (speed does not depend on them);
+inputs are generated demo images (see :func:`_input`). With ``check=True`` each non-eager mode's
+outputs are compared with eager ones on the same input (``max_rel_err``). With ``rounds=R`` an arch's modes take turns, ``R`` rounds of ``iters`` runs
 each, pooled per mode: on a shared machine whose speed drifts, mode-to-mode ratios stay fair.
 
 timm side by side: where timm is importable and has the model, it is timed in the same run: the
@@ -30,6 +30,8 @@ similarity of each output map with eager fp32 (``cosine``, ``cosine_min``).
 
 ``tiny=True`` shrinks every protocol (batch 2, 64x64, 1 warm-up, 3 timed runs) for tests.
 """
+import functools
+
 import torch
 
 from mmext.benchmark.peaks import gemm_runners, gflops_per_s, measure_peaks, mode_precision
@@ -114,10 +116,29 @@ def prepare_case(model, mode, protocol, settings, env, arch_name, source='mmext'
 
 
 
-def _input(settings, device, seed=0):
+def _input(settings, device):
+    """The input batch: generated demo images (:mod:`mmext.demo`, 16 distinct ones repeated to
+    fill the batch), normalised like mmext's configs, from another seed than the int8
+    calibration images; random normal values where OpenCV is missing (a GPU box without mmcv).
+    Images, not noise, so that accuracy checks (``max_rel_err``, int8 ``cosine``) see image
+    statistics; speed does not depend on the values (up to kernels with value-dependent paths)."""
     h, w = settings['size']
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(settings['batch'], 3, h, w, generator=gen).to(device)
+    images = _demo_images(h, w)
+    if images is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(settings['batch'], 3, h, w, generator=gen).to(device)
+    index = [i % len(images) for i in range(settings['batch'])]
+    return torch.from_numpy(images[index]).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _demo_images(h, w):
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return None
+    from mmext.deploy.quantize import calibration_images
+    return calibration_images((h, w), num=16, seed=1)
 
 
 def _eager_reference(model, protocol, settings):

@@ -28,7 +28,8 @@ def exported_runner(model, mode, x, threads=None, tmp_dir=None, calib=None):
         info = dict(export_s=round(time.perf_counter() - start, 2),
                     exporter=exported['exporter'])
         if mode == 'onnxruntime_int8':
-            path = _quantize(path, tuple(x.shape[-2:]), calib or {}, info)
+            keep = getattr(model, 'int8_float_layers', ())
+            path = _quantize(path, tuple(x.shape[-2:]), calib or {}, info, keep)
         feed = x.detach().cpu().contiguous().numpy()
         if mode.startswith('openvino'):
             run = _openvino(path, feed, threads, 'bf16' if mode.endswith('bf16') else 'f32', info)
@@ -40,14 +41,15 @@ def exported_runner(model, mode, x, threads=None, tmp_dir=None, calib=None):
     return Runner(run, lambda: shutil.rmtree(folder, ignore_errors=True), info=info)
 
 
-def _quantize(path, size, calib, info):
+def _quantize(path, size, calib, info, keep_float=()):
     from mmext.deploy.quantize import (DEFAULT_CALIB_IMAGES, calibration_images,
                                        quantize_onnx)
     start = time.perf_counter()
     images = calibration_images(size, calib.get('num') or DEFAULT_CALIB_IMAGES,
                                 calib.get('folder'))
     int8_path = osp.splitext(path)[0] + '.int8.onnx'
-    info.update(quantize_onnx(path, int8_path, images, method=calib.get('method', 'minmax')))
+    info.update(quantize_onnx(path, int8_path, images, method=calib.get('method', 'minmax'),
+                              keep_float=keep_float))
     info['calib_source'] = calib.get('folder') or 'generated demo images'
     info['quantize_s'] = round(time.perf_counter() - start, 2)
     return int8_path

@@ -98,11 +98,14 @@ class ArrayReader:
         self._iter = iter([{self.input_name: b} for b in self.batches])
 
 
-def quantize_onnx(fp32_path, int8_path, images, method='minmax', per_channel=True):
+def quantize_onnx(fp32_path, int8_path, images, method='minmax', per_channel=True,
+                  keep_float=()):
     """Write the static-int8 QDQ version of ``fp32_path`` to ``int8_path``, calibrated on
     ``images`` (``N x 3 x H x W``, normalised); returns a dict of the settings used.
 
     ``method``: ``'minmax'``, ``'percentile'`` or ``'entropy'`` (ONNX Runtime's calibrators).
+    ``keep_float``: submodule name fragments (a backbone's ``int8_float_layers``) whose nodes
+    stay in float: every node whose exported name has ``/<fragment>/`` in it.
     """
     try:
         import onnx
@@ -130,13 +133,16 @@ def quantize_onnx(fp32_path, int8_path, images, method='minmax', per_channel=Tru
         prepared = fp32_path
     # Only the products are quantized (where int8 kernels gain); norms, softmax and the
     # element-wise ops stay in fp32 between them.
+    kept = [node.name for node in onnx.load(prepared, load_external_data=False).graph.node
+            if node.op_type in QUANT_OPS and any(f'/{k}/' in node.name for k in keep_float)]
     with _quiet_root_logger():
         quantize_static(prepared, int8_path, ArrayReader(images, input_name, batch),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method], op_types_to_quantize=QUANT_OPS)
+                        calibrate_method=methods[method], op_types_to_quantize=QUANT_OPS,
+                        nodes_to_exclude=kept)
     return dict(calib_images=len(images), calib_method=method, quant_format='QDQ',
-                per_channel=per_channel)
+                per_channel=per_channel, float_nodes=len(kept))
 
 
 def cosine_per_map(ref, out):

@@ -77,6 +77,10 @@ class BaseBackbone(BaseModule):
     stage_keys = ()
     default_num_stages = 4
     min_input_size = 1
+    #: names of submodules (a fragment of their dotted name, e.g. ``'pos_embed'``) that static
+    #: int8 exports keep in float (:func:`mmext.deploy.quantize.quantize_onnx`): layers whose
+    #: int8 rounding costs more accuracy than the rest
+    int8_float_layers = ()
 
     def __init_subclass__(cls, **kwargs):
         """Record the arguments of the outermost constructor call (to build the other structure,
