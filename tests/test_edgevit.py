@@ -271,8 +271,8 @@ def test_lgl_block_equals_authors_computation(stage, size):
     """Every stage's block (sample ratio 4, 2, 2, 1), as built and after switch_to_deploy, equals
     the authors' operations written out independently (the pre-attention LayerNorm over all
     tokens, pooling, transposed conv, LayerNorm, projection): catches a norm skipped or moved,
-    a dropped constant in the deploy path's folded propagate/norm/project, a position encoding
-    folded twice."""
+    a dropped constant in the deploy path's folded propagate/norm/project, a residual lost in a
+    fused op."""
     model = _randomized('xxs').eval()
     with torch.no_grad():
         for m in model.modules():

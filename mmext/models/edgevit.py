@@ -28,8 +28,7 @@ When ``r`` divides the map size (every stage at 224x224) this is the authors' co
 
 **Deploy.** The only BatchNorms are those of local aggregation, and each precedes a 1x1 conv
 (:class:`~mmext.models.layers.BNLinear`), so :meth:`switch_to_deploy` folds all of them. It also
-folds each position encoding's residual (``x + DW3x3(x)``) into the conv's centre tap, runs
-local propagation, its LayerNorm and the projection as one matmul on the delegates and one
+runs local propagation, its LayerNorm and the projection as one matmul on the delegates and one
 multiply in token layout instead of the depthwise transposed conv and two passes over every
 token (``GlobalSparseAttention._propagate_project``: same parameters, same outputs), and,
 on the CPU in inference, each MLP's ``fc1`` + GELU and every residual sum after a conv/linear
@@ -50,8 +49,8 @@ from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models import onednn
 from mmext.models.attention import softmax_, use_sdpa
-from mmext.models.layers import (BNLinear, FusedGELUMlp, add_identity_to_dwconv, drop_path,
-                                 is_tracing, pad_to_multiple)
+from mmext.models.layers import (BNLinear, FusedGELUMlp, drop_path, is_tracing,
+                                 pad_to_multiple)
 from mmext.models.onednn import conv_add
 from mmext.registry import MODELS
 
@@ -96,8 +95,8 @@ class LocalAggregation(nn.Module):
 
     ``x = x + pos_embed(x)``; ``x = x + aggregate(x)``; ``x = x + mlp(x)`` (the last two with
     stochastic depth). Both BNs precede a 1x1 conv and fold into it; after
-    :meth:`switch_to_deploy` ``pos_embed`` holds the identity at its centre tap and both other
-    sums are post-ops of their last conv (:mod:`mmext.models.onednn`).
+    :meth:`switch_to_deploy` the last two sums are post-ops of their last conv
+    (:mod:`mmext.models.onednn`).
 
     Shapes: ``(N, C, H, W) -> (N, C, H, W)``.
     """
@@ -113,22 +112,16 @@ class LocalAggregation(nn.Module):
         self.mlp = _mlp(dim, int(dim * mlp_ratio), conv=True)
         self.deploy = False
 
-    @torch.no_grad()
     def switch_to_deploy(self):
-        """``x + pos_embed(x)`` as ``pos_embed(x)`` (identity folded into the centre tap)."""
-        if not self.deploy:
-            add_identity_to_dwconv(self.pos_embed)
-            self.deploy = True
+        """Run the two residual sums as post-ops of their last conv (the children fold)."""
+        self.deploy = True
 
     def forward(self, x):
-        if self.deploy:
-            x = self.pos_embed(x)
-            if not (self.training and self.drop_path_rate):
-                agg = self.aggregate
-                x = conv_add(agg.pw2, agg.dw(agg.pw1(x)), x)
-                return self.mlp.forward_residual(x, x)
-        else:
-            x = x + self.pos_embed(x)
+        x = x + self.pos_embed(x)
+        if self.deploy and not (self.training and self.drop_path_rate):
+            agg = self.aggregate
+            x = conv_add(agg.pw2, agg.dw(agg.pw1(x)), x)
+            return self.mlp.forward_residual(x, x)
         x = x + drop_path(self.aggregate(x), self.drop_path_rate, self.training)
         return x + drop_path(self.mlp(x), self.drop_path_rate, self.training)
 
@@ -266,8 +259,8 @@ class GlobalSparseAttention(nn.Module):
 class SparseAttentionBlock(nn.Module):
     """``x + DW3x3(x)``, then on tokens ``x + Attn(LN(x))`` and ``x + MLP(LN(x))``.
 
-    After :meth:`switch_to_deploy` ``pos_embed`` holds the identity at its centre tap and the
-    two token sums are post-ops of the projections before them (:mod:`mmext.models.onednn`).
+    After :meth:`switch_to_deploy` the two token sums are post-ops of the projections before
+    them (:mod:`mmext.models.onednn`).
 
     Shapes: ``(N, C, H, W) -> (N, C, H, W)``; tokens only inside.
     """
@@ -282,15 +275,12 @@ class SparseAttentionBlock(nn.Module):
         self.mlp = _mlp(dim, int(dim * mlp_ratio), conv=False)
         self.deploy = False
 
-    @torch.no_grad()
     def switch_to_deploy(self):
-        """``x + pos_embed(x)`` as ``pos_embed(x)`` (identity folded into the centre tap)."""
-        if not self.deploy:
-            add_identity_to_dwconv(self.pos_embed)
-            self.deploy = True
+        """Run the two token sums as post-ops of the projections before them."""
+        self.deploy = True
 
     def forward(self, x):
-        x = self.pos_embed(x) if self.deploy else x + self.pos_embed(x)
+        x = x + self.pos_embed(x)
         n, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)
         if self.deploy and not (self.training and self.drop_path_rate):
@@ -365,9 +355,9 @@ class EdgeViT(BaseBackbone):
     arch_defaults = dict(sample_ratios=[4, 2, 2, 1], mlp_ratio=4.0)
     stage_keys = ('embed_dims', 'depths', 'num_heads', 'sample_ratios')
     min_input_size = 1  # patch embeddings pad to their kernel: down to 1x1
-    # deploy folds x + DW3x3(x) into the conv (1 + w at the centre tap); per-channel int8 of
-    # such a kernel keeps the 1 and rounds the small taps away: EdgeViT-S stage-3/4 cosine
-    # 0.986 with them in int8, 0.994 in float (b16@224, demo images)
+    # static int8 of the position encodings (x + DW3x3(x), 19 small depthwise convs in EdgeViT-S)
+    # costs the most accuracy: stage-3/4 cosine 0.988 with them in int8, 0.994 in float
+    # (EdgeViT-S b16@224 on generated demo images, random weights)
     int8_float_layers = ('pos_embed',)
 
     def __init__(self, arch='xxs', out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
