@@ -105,6 +105,45 @@ def test_write_json_and_markdown(tiny_rows, tmp_path):
     assert table.count('| RTMDet |') == 8 and 'median ms' in table
 
 
+@pytest.mark.slow  # builds two detectors
+def test_bf16_mode_rows(monkeypatch):
+    """--modes bf16: backbone (fused) and neck in bf16, heads float32, for mmext's and mmdet's
+    configs; a skipped row that says why on a machine without native bf16."""
+    from mmext.benchmark import detector
+    from mmext.deploy.runners import native_bf16
+    if not native_bf16():
+        rows = run_detector_benchmark([MMEXT_CFG], TINY, warmup=0, iters=1, rounds=1,
+                                      progress=lambda msg: None, modes=['bf16'])
+        assert all(r['status'].startswith('skipped: no native bf16') for r in rows)
+        return
+    built = []
+    real_prepare = detector.prepare_config
+
+    def prepare(*args, **kwargs):
+        cases = real_prepare(*args, **kwargs)
+        built.append(cases)
+        return cases
+    monkeypatch.setattr(detector, 'prepare_config', prepare)
+    rows = run_detector_benchmark([MMEXT_CFG, MMDET_CFG], TINY, warmup=0, iters=1, rounds=1,
+                                  progress=lambda msg: None, modes=['deploy', 'bf16'])
+    assert len(rows) == 8
+    for config in (MMEXT_CFG, MMDET_CFG):
+        for part in ('network', 'predict'):
+            row = _row(rows, config, part, 'bf16')
+            assert row['status'] == 'ok' and row['median_ms'] > 0
+            assert 'backbone and neck in bf16' in row['note']
+    assert 'not fused' in _row(rows, MMDET_CFG, 'network', 'bf16')['note']
+    # the timed module really holds bf16 copies of backbone and neck, float32 heads
+    from mmext.engine.precision import Bf16Module
+    (runner,) = [r for row, r in built[0] if row['mode'] == 'bf16' and row['part'] == 'network']
+    module = runner.run.__defaults__[0].model
+    assert isinstance(module.backbone, Bf16Module) and isinstance(module.neck, Bf16Module)
+    assert next(module.backbone.parameters()).dtype == torch.bfloat16
+    assert next(module.bbox_head.parameters()).dtype == torch.float32
+    with pytest.raises(ConfigError, match='unknown detector mode'):
+        run_detector_benchmark([MMEXT_CFG], TINY, modes=['fp8'], progress=lambda msg: None)
+
+
 @pytest.mark.parametrize('configs,shape,match', [
     ([osp.join(REPO_ROOT, 'configs', 'semfpn', 'shvit_s1_fpn_40k_ade20k.py')], (64, 64),
      'not a detector config'),

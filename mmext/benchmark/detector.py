@@ -9,9 +9,11 @@ built through mmdet's registry with random weights (no checkpoint is read) and t
 * ``part='predict'``: ``model.predict`` on the same tensor, the network plus the head's
   post-processing (decoding, score threshold, NMS) with the config's own ``test_cfg``, to boxes.
 
-each in backbone ``mode`` ``'eager'`` (as built) and ``'deploy'`` (``backbone.switch_to_deploy()``,
-mmext's fused backbones; mmdet's own backbones have no such step and are timed eager only, which
-their rows say). All cases of all configs take turns in interleaved rounds
+each in ``mode`` ``'eager'`` (as built), ``'deploy'`` (``backbone.switch_to_deploy()``, mmext's
+fused backbones; mmdet's own backbones have no such step and are timed eager only, which their
+rows say) and, when asked for, ``'bf16'``: backbone (fused where it can be) and neck in bfloat16,
+channels-last, the heads in float32 (:class:`mmext.engine.precision.Bf16Module`, what
+``tools/test.py --bf16`` runs; a ``skipped`` row where the device has no native bf16). All cases of all configs take turns in interleaved rounds
 (:func:`mmext.benchmark.timing.time_cases`), so a shared machine's drift hits every row alike.
 Rows also carry ``params_m`` (the whole detector) and ``gflops``: mmengine's FlopAnalyzer through
 :func:`mmext.analysis.count_macs` over the network part (one multiply-accumulate = one flop, the
@@ -32,14 +34,16 @@ from mmext.benchmark.backbone import check_counts
 from mmext.benchmark.environment import device_name, environment
 from mmext.benchmark.report import markdown_table, write_json_and_markdown
 from mmext.benchmark.timing import time_cases
-from mmext.deploy.runners import Runner, threads_context
+from mmext.deploy.runners import Runner, skip_reason, threads_context
 from mmext.errors import ConfigError
 from mmext.utils import error_line
 
 PARTS = ('network', 'predict')
-MODES = ('eager', 'deploy')
+MODES = ('eager', 'deploy', 'bf16')
+DEFAULT_MODES = ('eager', 'deploy')
 MMDET_PREFIX = 'mmdet::'
 NO_FUSING = "eager only: mmdet's own backbone has no switch_to_deploy (nothing to fuse)"
+BF16_NOTE = 'backbone and neck in bf16, heads in float32'
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -139,7 +143,7 @@ def _check_runs(model, spec, shape):
 
 
 # -------------------------------------------------------------------------------- the benchmark
-def prepare_config(spec, shape, device, threads, seed=0):
+def prepare_config(spec, shape, device, threads, seed=0, modes=DEFAULT_MODES):
     """The rows and runners of one config: ``[(row, Runner or None), ...]``."""
     model, cfg = build_detector(spec)
     model = model.to(device)
@@ -158,17 +162,31 @@ def prepare_config(spec, shape, device, threads, seed=0):
     if fusable:
         models['deploy'] = copy.deepcopy(model)
         models['deploy'].backbone.switch_to_deploy()
+    bf16_skip = skip_reason('bf16', device) if 'bf16' in modes else None
+    if 'bf16' in modes and not bf16_skip:
+        from mmext.engine.precision import Bf16Module
+        models['bf16'] = copy.deepcopy(models.get('deploy', model))
+        for name in ('backbone', 'neck'):
+            if isinstance(getattr(models['bf16'], name, None), torch.nn.Module):
+                setattr(models['bf16'], name, Bf16Module(getattr(models['bf16'], name)))
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand((1, 3) + shape, generator=gen).to(device)
     cases = []
     for part in PARTS:
-        for mode in MODES:
+        for mode in modes:
             row = dict(base, part=part, mode=mode)
+            if mode == 'bf16' and bf16_skip:
+                row.update(status=f'skipped: {bf16_skip}')
+                cases.append((row, None))
+                continue
             if mode not in models:
                 row.update(status='skipped', note=NO_FUSING)
                 cases.append((row, None))
                 continue
-            if not fusable:
+            if mode == 'bf16':
+                row['note'] = BF16_NOTE + ('' if fusable else ' (backbone not fused: ' +
+                                           NO_FUSING.split(': ', 1)[1] + ')')
+            elif not fusable:
                 row['note'] = NO_FUSING
             module = DetectorPart(models[mode], part, shape).eval()
             if part == 'predict':
@@ -183,13 +201,15 @@ def prepare_config(spec, shape, device, threads, seed=0):
 
 
 def run_detector_benchmark(configs, shape=(640, 640), device='cpu', threads=1, warmup=1,
-                           iters=3, rounds=2, progress=print):
-    """Time every config's network and predict, eager and deploy, in interleaved rounds.
+                           iters=3, rounds=2, progress=print, modes=DEFAULT_MODES):
+    """Time every config's network and predict in each of ``modes`` (default eager and deploy;
+    ``'all'`` for every mode of :data:`MODES`), in interleaved rounds.
 
     Returns the rows (one per config x part x mode); see the module docstring.
     """
     if not configs:
         raise ConfigError('give at least one config.')
+    modes = resolve_detector_modes(modes)
     shape = check_shape(tuple(shape))
     check_counts(warmup=warmup, iters=iters, threads=threads, rounds=rounds)
     if device not in ('cpu', 'cuda'):
@@ -202,11 +222,23 @@ def run_detector_benchmark(configs, shape=(640, 640), device='cpu', threads=1, w
     with threads_context(threads):
         for spec in configs:
             progress(f'building {spec}')
-            cases += prepare_config(spec, shape, device, threads)
+            cases += prepare_config(spec, shape, device, threads, modes=modes)
     progress(f'timing {sum(r is not None for _, r in cases)} cases in {rounds} interleaved '
              f'rounds ({warmup} warm-up, {iters} timed runs each)')
     settings = dict(threads=threads, warmup=warmup, iters=iters)
     return time_cases(cases, SimpleNamespace(device=device), settings, rounds)
+
+
+def resolve_detector_modes(modes):
+    """``modes`` as a tuple of :data:`MODES` (``'all'`` or ``['all']``: every one)."""
+    modes = [modes] if isinstance(modes, str) else list(modes or DEFAULT_MODES)
+    if 'all' in modes:
+        return MODES
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ConfigError(f'unknown detector mode {unknown[0] if unknown else modes!r}; choose '
+                          f'from {", ".join(MODES)} or all')
+    return tuple(dict.fromkeys(modes))
 
 
 # ----------------------------------------------------------------------------------- report
