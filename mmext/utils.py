@@ -2,6 +2,12 @@
 import torch
 
 
+def is_tracing():
+    """Whether the forward is being traced, scripted, exported to ONNX or compiled."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
 def is_remote(path):
     """Whether ``path`` is a URL (``scheme://...``) rather than a local file."""
     return '://' in str(path)

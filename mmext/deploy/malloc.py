@@ -19,6 +19,7 @@ memory in a similar way.
 """
 import ctypes
 import ctypes.util
+import os
 import platform
 
 #: mallopt parameters (glibc's malloc.h)
@@ -61,7 +62,6 @@ def retain_freed_memory():
 def malloc_setting():
     """``'retain'`` after :func:`retain_freed_memory` in this process, else ``'system'`` (with
     ``GLIBC_TUNABLES`` appended when that variable is set: it changes the defaults too)."""
-    import os
     if _state['retained']:
         return 'retain'
     tunables = os.environ.get('GLIBC_TUNABLES')

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmext.errors import ConfigError
-from mmext.models.layers import is_tracing
+from mmext.utils import is_tracing
 
 #: values of ``attn_impl``: ``'auto'`` (SDPA on CUDA, the explicit formula elsewhere), ``'sdpa'``
 #: (always ``F.scaled_dot_product_attention``), ``'explicit'`` (always the written-out formula).
@@ -54,21 +54,21 @@ def attention_with_bias(q, k, v, bias, scale, attn_impl='auto'):
     return softmax_(((q * scale) @ k.transpose(-2, -1)).add_(bias)) @ v
 
 
-def _inplace_ok(x):
+def inplace_ok(x):
     """Whether an op may overwrite ``x`` (a temporary the caller made): nothing will need it
     for a backward pass, and no tracer records the call (out= variants do not export)."""
     return not (is_tracing() or (torch.is_grad_enabled() and x.requires_grad))
 
 
 def softmax_(x, dim=-1):
-    """``x.softmax(dim)``, written over ``x`` where :func:`_inplace_ok` (same values)."""
-    if _inplace_ok(x):
+    """``x.softmax(dim)``, written over ``x`` where :func:`inplace_ok` (same values)."""
+    if inplace_ok(x):
         return torch.softmax(x, dim, out=x)
     return x.softmax(dim)
 
 
 def gelu_(x):
-    """``F.gelu(x)`` (exact), written over ``x`` where :func:`_inplace_ok` (same values).
+    """``F.gelu(x)`` (exact), written over ``x`` where :func:`inplace_ok` (same values).
 
     A channels-last map is handed to the kernel as its NHWC view (the same memory, contiguous):
     on the 4-D NCHW-strided view torch's CPU GELU takes a slow path whose cost depends on the
@@ -78,7 +78,7 @@ def gelu_(x):
     nhwc = (x.dim() == 4 and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last))
     t = x.permute(0, 2, 3, 1) if nhwc else x
-    if _inplace_ok(x):
+    if inplace_ok(x):
         torch.ops.aten.gelu_(t)
         return x
     t = F.gelu(t)

@@ -49,10 +49,10 @@ from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models import onednn
 from mmext.models.attention import softmax_, use_sdpa
-from mmext.models.layers import (BNLinear, FusedGELUMlp, drop_path, is_tracing,
-                                 pad_to_multiple)
+from mmext.models.layers import BNLinear, FusedGELUMlp, drop_path, pad_to_multiple
 from mmext.models.onednn import conv_add
 from mmext.registry import MODELS
+from mmext.utils import is_tracing
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -233,7 +233,7 @@ class GlobalSparseAttention(nn.Module):
         x, (gh, gw) = self.delegates(x, hw_shape)
         if pre_norm is not None:
             x = pre_norm(x)
-        qkv = onednn.linear(self.qkv, x) if self.deploy else self.qkv(x)
+        qkv = onednn.matmul(x, self.qkv.weight, self.qkv.bias) if self.deploy else self.qkv(x)
         qkv = qkv.view(n, x.shape[1], 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, C / heads)
         if use_sdpa(self.attn_impl, q):

@@ -56,9 +56,10 @@ import torch.nn.functional as F
 
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
-from mmext.models.attention import AttentionBiasTable, attention_with_bias, gelu_, softmax_
-from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale, is_tracing
-from mmext.models.onednn import conv_add, conv_gelu
+from mmext.models.attention import (AttentionBiasTable, attention_with_bias, gelu_, inplace_ok,
+                                    softmax_)
+from mmext.models.layers import ConvBN, LayerScale, drop_path, fold_output_scale
+from mmext.models.onednn import conv_gelu
 from mmext.registry import MODELS
 
 
@@ -90,10 +91,11 @@ class ConvFFN(nn.Module):
         return self.fc2(x)
 
     def forward_residual(self, x, residual):
-        """``residual + self(x)``; in deploy the sum is ``fc2``'s post-op (:func:`_proj_add`)."""
+        """``residual + self(x)``; in deploy the sum is ``fc2``'s post-op
+        (:meth:`~mmext.models.layers.ConvBN.forward_residual`)."""
         if self.deploy:
-            return _proj_add(self.fc2, conv_gelu(self.mid.conv, conv_gelu(self.fc1.conv, x)),
-                             residual)
+            return self.fc2.forward_residual(
+                conv_gelu(self.mid.conv, conv_gelu(self.fc1.conv, x)), residual)
         return residual + self(x)
 
 
@@ -116,14 +118,9 @@ class ConvStem(nn.Sequential):
         return super().forward(x)
 
 
-def _proj_add(proj, x, residual):
-    """``residual + proj(x)`` for a :class:`ConvBN` ``proj``; once its BN is folded, one oneDNN
-    convolution with the sum as post-op where it can (:func:`~mmext.models.onednn.conv_add`)."""
-    if residual is None:
-        return proj(x)
-    if isinstance(proj.bn, nn.Identity):
-        return conv_add(proj.conv, x, residual)
-    return residual + proj(x)
+def _proj(proj, x, residual):
+    """``proj(x)``, plus ``residual`` when given (as ``proj``'s post-op once folded)."""
+    return proj(x) if residual is None else proj.forward_residual(x, residual)
 
 
 def _act(act, x):
@@ -214,15 +211,14 @@ class Attention4D(AttentionBiasTable):
         w2 = self.talking_head2.weight.view(1, heads, heads).expand(n, heads, heads)
         mixed = torch.baddbmm(bias.reshape(1, heads, tokens * tokens), w1, flat)
         attn = softmax_(mixed.view(n, heads, tokens, tokens)).view(n, heads, tokens * tokens)
-        if flat.data_ptr() == scores.data_ptr() and not is_tracing() and not (
-                torch.is_grad_enabled() and scores.requires_grad):
+        if flat.data_ptr() == scores.data_ptr() and inplace_ok(scores):
             # the scores are used up: the second mix goes into their memory, not a new tensor
             return torch.bmm(w2, attn, out=flat).view(n, heads, tokens, tokens)
         return torch.bmm(w2, attn).view(n, heads, tokens, tokens)
 
     def forward(self, x, residual=None):
         """``proj(GELU(attention))``, plus ``residual`` when given (fused into ``proj`` in
-        deploy, see :func:`_proj_add`)."""
+        deploy, see :meth:`~mmext.models.layers.ConvBN.forward_residual`)."""
         n, _, height, width = x.shape
         if self.stride_conv is not None:
             x = self.stride_conv(x)
@@ -253,7 +249,7 @@ class Attention4D(AttentionBiasTable):
             # odd grid: drop the extra bottom/right line (a no-op on even grids; unconditional so
             # that ONNX tracing keeps it for every size)
             out = out[..., :height, :width]
-        return _proj_add(self.proj, _act(self.act, out), residual)
+        return _proj(self.proj, _act(self.act, out), residual)
 
 
 class LocalGlobalQuery(nn.Module):
@@ -316,7 +312,7 @@ class Attention4DDownsample(AttentionBiasTable):
         self.proj = ConvBN(v_dim, out_dim, bias=True)
 
     def forward(self, x, residual=None):
-        """``proj(GELU(attention))``, plus ``residual`` when given (see :func:`_proj_add`)."""
+        """``proj(GELU(attention))``, plus ``residual`` when given (as in :class:`Attention4D`)."""
         n, _, h, w = x.shape
         q = self.q(x)
         hq, wq = q.shape[-2:]
@@ -328,7 +324,7 @@ class Attention4DDownsample(AttentionBiasTable):
         bias = self.attention_bias((hq, wq), (h, w), q_stride=2, dtype=q.dtype)
         out = attention_with_bias(q, k, v, bias, self.scale, self.attn_impl)
         out = v_local + out.transpose(2, 3).reshape(n, self.num_heads * self.value_dim, hq, wq)
-        return _proj_add(self.proj, _act(self.act, out), residual)
+        return _proj(self.proj, _act(self.act, out), residual)
 
 
 class Downsample(nn.Module):

@@ -11,8 +11,7 @@ single convolution or linear layer that gives the same outputs (up to float roun
   folded into the conv/linear next to them
 
 :class:`FusedGELUMlp` (after ``switch_to_deploy`` its fc1 + GELU, and fc2 + a residual, run as
-the single oneDNN ops of :mod:`mmext.models.onednn`) and :func:`add_identity_to_dwconv`
-(``x + DW(x)`` as one depthwise conv). The attention pieces more than one family uses are in
+the single oneDNN ops of :mod:`mmext.models.onednn`). The attention pieces more than one family uses are in
 :mod:`mmext.models.attention`.
 
 ``switch_to_deploy`` is idempotent; backbones call it on every submodule, children first.
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.models.onednn import conv_add, conv_gelu, linear_add, linear_gelu
+from mmext.utils import is_tracing
 
 
 def _bn_scale_shift(bn):
@@ -129,6 +129,13 @@ class ConvBN(nn.Module):
     def forward(self, x):
         return self.bn(self.conv(x))
 
+    def forward_residual(self, x, residual):
+        """``residual + self(x)``; once the BN is folded, one oneDNN convolution with the sum as
+        post-op where it can (:func:`~mmext.models.onednn.conv_add`)."""
+        if isinstance(self.bn, nn.Identity):
+            return conv_add(self.conv, x, residual)
+        return residual + self(x)
+
     @torch.no_grad()
     def switch_to_deploy(self):
         if isinstance(self.bn, _BatchNorm):
@@ -162,18 +169,6 @@ class BNLinear(nn.Module):
             self.bn = nn.Identity()
 
 
-@torch.no_grad()
-def add_identity_to_dwconv(conv):
-    """Make a depthwise ``conv`` (odd kernel, 'same' padding, stride 1) compute ``x + conv(x)``:
-    a 1 added at the centre tap of each channel's kernel. In place; call it once."""
-    k = conv.kernel_size
-    if not (conv.groups == conv.in_channels == conv.out_channels and k[0] % 2 and k[1] % 2
-            and tuple(conv.stride) == (1, 1)
-            and tuple(conv.padding) == (k[0] // 2, k[1] // 2)):
-        raise ValueError(f'{conv} is not a depthwise stride-1 conv with an odd, centred kernel')
-    conv.weight[:, 0, k[0] // 2, k[1] // 2] += 1
-
-
 class ResidualConvBN(nn.Module):
     """Residual depthwise ``Conv-BN``: ``x + BN(DWConv_kxk(x))``; folds into one depthwise conv.
 
@@ -197,7 +192,8 @@ class ResidualConvBN(nn.Module):
         if self.deploy:
             return
         self.m.switch_to_deploy()
-        add_identity_to_dwconv(self.m.conv)
+        k = self.m.conv.kernel_size
+        self.m.conv.weight[:, 0, k[0] // 2, k[1] // 2] += 1
         self.deploy = True
 
 
@@ -308,7 +304,3 @@ def pad_to_multiple(x, multiple):
     return x, (h, w)
 
 
-def is_tracing():
-    """Whether the forward is being traced, scripted, exported to ONNX or compiled."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmext.utils import is_tracing
+
 
 def fused_ok(layer, x):
     """Whether ``layer`` (an ``nn.Conv2d`` or ``nn.Linear``) may run as a oneDNN op on ``x``."""
@@ -38,8 +40,7 @@ def _tensors_ok(x, weight, bias):
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return False
-    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export()):
+    if is_tracing():
         return False
     if torch.is_autocast_enabled('cpu') and x.dtype != torch.get_autocast_dtype('cpu'):
         return False  # autocast would run the layer in its own dtype
@@ -84,13 +85,6 @@ def matmul(x, weight, bias=None):
     if x.dim() >= 2 and _tensors_ok(x, weight, bias):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
     return F.linear(x, weight, bias)
-
-
-def linear(layer, x):
-    """``layer(x)`` for an ``nn.Linear``; one oneDNN matmul (no bias copy) where :func:`fused_ok`."""
-    if fused_ok(layer, x):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, 'none', [], '')
-    return layer(x)
 
 
 def _residual_ok(layer, x, residual, out_shape):

@@ -26,7 +26,7 @@ from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models.attention import softmax_, use_sdpa
 from mmext.models.layers import ConvBN, Residual, ResidualConvBN
-from mmext.models.onednn import conv_add, conv_relu
+from mmext.models.onednn import conv_relu
 from mmext.registry import MODELS
 
 STRIDE8_MODES = (None, 'stem', 'upsample')
@@ -82,7 +82,7 @@ class FFN(nn.Module):
     def forward_residual(self, x, residual):
         """``residual + self(x)``, the sum as ``pw2``'s post-op in deploy."""
         if self.deploy:
-            return conv_add(self.pw2.conv, conv_relu(self.pw1.conv, x), residual)
+            return self.pw2.forward_residual(conv_relu(self.pw1.conv, x), residual)
         return residual + self(x)
 
 
