@@ -1,10 +1,17 @@
 # mmext: install, demo, test.  `make demo` and `make test` install first.
+#   make test                 torch 2.13.0 in .venv
+#   make test TORCH=2.1.2     torch 2.1.2 (the mmdet 3.3 users' stack) in .venv-torch2.1.2
+# WHEELHOUSE: a folder with a prebuilt mmcv 2.1.0 wheel for torch 2.13.0; its subfolder
+# torch-<TORCH>/ holds the one for another torch (mmcv's C++ ops are built against one torch).
 PYTHON      ?= python3.11
-VENV        ?= .venv
+TORCH       ?= 2.13.0
+DEFAULT_TORCH := 2.13.0
+VENV        ?= $(if $(filter $(DEFAULT_TORCH),$(TORCH)),.venv,.venv-torch$(TORCH))
 WHEELHOUSE  ?=
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
-FIND_LINKS  := $(if $(WHEELHOUSE),--find-links $(abspath $(WHEELHOUSE)),)
+MMCV_WHEELS := $(if $(WHEELHOUSE),$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(WHEELHOUSE),$(WHEELHOUSE)/torch-$(TORCH)))
+FIND_LINKS  := $(if $(wildcard $(MMCV_WHEELS)),--find-links $(abspath $(MMCV_WHEELS)),)
 STAMP       := $(VENV)/.mmext-installed
 
 .PHONY: install demo test test-quick clean
@@ -14,10 +21,10 @@ install: $(STAMP)
 $(STAMP): setup.py requirements/runtime.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip<26" "setuptools<81" wheel
-	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet torch==$(TORCH)
 	$(PIP) install --quiet -r requirements/build.txt
 	@$(PY) -c "import mmcv" 2>/dev/null || { \
-	  echo "==> installing mmcv 2.1.0 with its C++ ops: from a prebuilt wheel if WHEELHOUSE has one,"; \
+	  echo "==> installing mmcv 2.1.0 for torch $(TORCH) with its C++ ops: from a prebuilt wheel in '$(MMCV_WHEELS)' if there is one,"; \
 	  echo "    otherwise built from source (20-40 minutes on 2 cores the first time; pip caches the wheel)"; \
 	  MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(FIND_LINKS) mmcv==2.1.0; }
 	$(PIP) install --quiet $(FIND_LINKS) -r requirements/runtime.txt -r requirements/tests.txt

@@ -87,6 +87,7 @@ setup(
         'License :: OSI Approved :: Apache Software License',
         'Operating System :: OS Independent',
         'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.8',
         'Programming Language :: Python :: 3.9',
         'Programming Language :: Python :: 3.10',
         'Programming Language :: Python :: 3.11',
@@ -96,13 +97,14 @@ setup(
     packages=find_packages(include=['mmext', 'mmext.*']),
     cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,  # configs are read as files
-    # torch 2.6 is the first with (object, name) pairs in add_safe_globals, which mmext.compat
-    # uses; 2.6 also needs Python >= 3.9.
-    python_requires='>=3.9',
+    # The environment mmdet 3.3 users have: Python 3.8-3.11, torch 2.0/2.1 with OpenMMLab's
+    # prebuilt mmcv 2.1.0, numpy 1.x. mmext.compat adapts to the running torch (tested on 2.1.2
+    # and 2.13.0); no upper bounds, so an install never replaces what is there.
+    python_requires='>=3.8',
     # The backbones need torch, mmengine, numpy and safetensors (timm's weights); detection and
     # segmentation need the extras.
     install_requires=[
-        'torch>=2.6',
+        'torch>=2.0',
         # mmext.compat and mmext.resources extend mmengine 0.10's checkpoint and config loaders
         'mmengine>=0.10.0,<0.11.0',
         'numpy',

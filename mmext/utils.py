@@ -1,11 +1,13 @@
 """Small helpers that several mmext packages share (one definition each)."""
 import torch
 
+from mmext.compat import is_compiling
+
 
 def is_tracing():
     """Whether the forward is being traced, scripted, exported to ONNX or compiled."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
+            or is_compiling())
 
 
 def is_remote(path):

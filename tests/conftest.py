@@ -1,7 +1,10 @@
 """Session fixtures: the generated demo data sets (made once per test session)."""
 import os
 import os.path as osp
+import shutil
+import subprocess
 import sys
+import zipfile
 import warnings
 
 import pytest
@@ -65,3 +68,40 @@ def subprocess_env():
     env.setdefault('OMP_NUM_THREADS', '1')
     env['PYTHON'] = sys.executable
     return env
+
+
+# ----------------------------------------------------------------------------- the wheel
+def _copy_checkout(dst):
+    """The working tree as a fresh clone would have it (no venv, builds, outputs or .mim)."""
+    ignore_top = {'.git', 'build', 'dist', 'work_dirs', 'data', 'checkpoints', 'outputs'}
+
+    def ignore(folder, names):
+        skip = {n for n in names if n in ('__pycache__', '.mim') or n.endswith(
+            ('.pyc', '.egg-info', '.pth', '.onnx'))}
+        if osp.abspath(folder) == REPO_ROOT:
+            skip |= (ignore_top & set(names)) | {n for n in names if n.startswith('.venv')}
+        return skip
+
+    shutil.copytree(REPO_ROOT, dst, ignore=ignore)
+    return dst
+
+
+@pytest.fixture(scope='session')
+def built_wheel(tmp_path_factory):
+    """``pip wheel . --no-deps --no-build-isolation`` of a copy of the checkout, and its unzip."""
+    base = tmp_path_factory.mktemp('wheel')
+    src = _copy_checkout(str(base / 'src'))
+    out = base / 'out'
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '.', '--no-deps',
+                           '--no-build-isolation', '-q', '-w', str(out)], cwd=src,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wheels = list(out.glob('mmext-*.whl'))
+    assert len(wheels) == 1, wheels
+    site = base / 'site'
+    with zipfile.ZipFile(wheels[0]) as zf:
+        names = set(zf.namelist())
+        zf.extractall(site)
+        metadata = next(zf.read(n).decode() for n in names if n.endswith('.dist-info/METADATA'))
+    assert not osp.exists(osp.join(src, 'mmext', '.mim')), 'the build wrote into the source tree'
+    return dict(names=names, site=str(site), metadata=metadata, wheel=str(wheels[0]))

@@ -1,4 +1,8 @@
-"""torch >= 2.6 checkpoint loading of mmengine's own checkpoints, and registration."""
+"""mmext.compat: weights-only loading of mmengine's checkpoints on every torch (torch >= 2.6's
+allow-list and the restricted unpickler of older torch, both tested on the running torch), the
+scoped mmengine loader, the oneDNN capability probe; and registration."""
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -6,10 +10,23 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmext  # noqa: F401
+from mmext import compat
+from mmext.compat.checkpoint import _history_buffer_statistic
 from mmext.errors import CheckpointError
 
+#: every weights-only path mmext has, as ``load(path)``; the torch >= 2.6 one only where it exists
+LOADERS = {'restricted unpickler': lambda path: compat.restricted_load(path, map_location='cpu')}
+if compat.safe_globals_supported():
+    LOADERS['weights_only=True + allow-list'] = \
+        lambda path: torch.load(path, map_location='cpu', weights_only=True)
 
-def test_mmengine_checkpoint_types_load_weights_only(tmp_path):
+
+def mmengine_load(path):
+    with compat.weights_only_checkpoints():
+        return CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+
+
+def mmengine_checkpoint(path):
     buffer = HistoryBuffer()
     buffer.update(0.5)
     ckpt = {'meta': {'epoch': 3, 'seed': np.int64(7), 'lr': np.float64(0.1),
@@ -17,12 +34,18 @@ def test_mmengine_checkpoint_types_load_weights_only(tmp_path):
                                      'runtime_info': {'iter': 12, 'arr': np.arange(3)}},
                      'dtype': np.dtype('float32')},
             'state_dict': {'w': torch.ones(2)}}
-    path = tmp_path / 'epoch_3.pth'
     torch.save(ckpt, path)
-    loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    assert loaded['meta']['seed'] == 7
+    return path
+
+
+@pytest.mark.parametrize('load', [*LOADERS.values(), mmengine_load],
+                         ids=[*LOADERS, 'mmengine loader in scope'])
+def test_mmengine_checkpoint_types_load_weights_only(tmp_path, load):
+    loaded = load(mmengine_checkpoint(tmp_path / 'epoch_3.pth'))
+    assert loaded['meta']['seed'] == 7 and loaded['meta']['dtype'] == np.dtype('float32')
     assert loaded['meta']['message_hub']['log_scalars']['train/loss'].current() == 0.5
     assert np.array_equal(loaded['meta']['message_hub']['runtime_info']['arr'], np.arange(3))
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
 
 
 class Payload:
@@ -30,16 +53,51 @@ class Payload:
         return (print, ('arbitrary code',))
 
 
-def test_arbitrary_pickled_object_is_refused(tmp_path):
+@pytest.mark.parametrize('load', list(LOADERS.values()), ids=list(LOADERS))
+def test_arbitrary_pickled_object_is_refused_by_every_path(tmp_path, load):
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'x': Payload()}}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load(path)
+
+
+def test_arbitrary_pickled_object_is_refused_by_mmengine_in_scope(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'x': Payload()}}, path)
     with pytest.raises(CheckpointError, match='weights_only=True'):
-        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+        mmengine_load(path)
+    from mmext.checkpoints import load_pretrained
+    from mmext.models import SHViT
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        load_pretrained(SHViT('s1'), str(path))
 
 
 def test_missing_checkpoint_is_clear(tmp_path):
     with pytest.raises(CheckpointError, match='not found'):
-        CheckpointLoader.load_checkpoint(str(tmp_path / 'none.pth'))
+        mmengine_load(tmp_path / 'none.pth')
+
+
+def test_mmengine_loader_is_changed_only_inside_the_scope():
+    from mmext.compat.mmengine_patches import load_local_weights_only
+    before = CheckpointLoader._schemes['']
+    assert before is not load_local_weights_only  # import mmext left mmengine's loader alone
+    with compat.weights_only_checkpoints():
+        assert CheckpointLoader._schemes[''] is load_local_weights_only
+    assert CheckpointLoader._schemes[''] is before
+    with pytest.raises(RuntimeError), compat.weights_only_checkpoints():
+        raise RuntimeError('restored on errors too')
+    assert CheckpointLoader._schemes[''] is before
+
+
+def test_config_metainfo_cache_is_scoped():
+    from mmengine.config import utils as config_utils
+
+    from mmext.compat.mmengine_patches import _cfg_metainfo_cached
+    before = config_utils._get_cfg_metainfo
+    assert before is not _cfg_metainfo_cached
+    with compat.cached_config_metainfo():
+        assert config_utils._get_cfg_metainfo is _cfg_metainfo_cached
+    assert config_utils._get_cfg_metainfo is before
 
 
 EXPECTED_MODELS = ['EdgeViT', 'EfficientFormer', 'EfficientFormerV2', 'SHViT', 'TransConvFPN']
@@ -70,9 +128,6 @@ def test_custom_imports_in_a_config(tmp_path):
 
 
 def test_getattr_stand_in_resolves_history_buffer_statistics_only():
-    import pickle
-
-    from mmext.compat import _history_buffer_statistic
     assert _history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
     for owner, name in [(HistoryBuffer, '__init__'), (HistoryBuffer, '__class__'),
                         (np, 'load'), (HistoryBuffer, 'nonexistent')]:
@@ -80,11 +135,13 @@ def test_getattr_stand_in_resolves_history_buffer_statistics_only():
             _history_buffer_statistic(owner, name)
 
 
+@pytest.mark.skipif(not compat.safe_globals_supported(),
+                    reason='torch < 2.6 has no (object, name) add_safe_globals; the restricted '
+                           'unpickler is tested instead')
 def test_real_getattr_is_never_allow_listed():
     """What is registered: getattr names resolve to mmext's restricted stand-in only."""
     import builtins
 
-    from mmext.compat import _history_buffer_statistic
     entries = torch.serialization.get_safe_globals()
     assert builtins.getattr not in entries
     named = {name: fn for fn, name in (e for e in entries if isinstance(e, tuple))}
@@ -101,31 +158,42 @@ class GetattrProbe:
         return (getattr, (HistoryBuffer, '__init__'))
 
 
-def test_hostile_getattr_probe_is_refused(tmp_path):
-    from mmext.checkpoints import load_pretrained
-    from mmext.models import SHViT
+@pytest.mark.parametrize('load', list(LOADERS.values()), ids=list(LOADERS))
+def test_hostile_getattr_probe_is_refused_by_every_path(tmp_path, load):
     path = tmp_path / 'probe.pth'
-    torch.save({'state_dict': SHViT('s1').state_dict(), 'meta': {'hook': GetattrProbe()}}, path)
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'hook': GetattrProbe()}}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load(path)
     with pytest.raises(CheckpointError, match='weights_only=True'):
-        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    with pytest.raises(CheckpointError, match='weights_only=True'):
-        load_pretrained(SHViT('s1'), str(path))
+        mmengine_load(path)
+
+
+def test_load_weights_only_picks_the_path_of_the_running_torch(monkeypatch, tmp_path):
+    from mmext.compat import checkpoint
+    calls = []
+    monkeypatch.setattr(checkpoint, 'restricted_load',
+                        lambda f, map_location=None: calls.append(f) or {})
+    path = mmengine_checkpoint(tmp_path / 'ckpt.pth')
+    compat.load_weights_only(path)
+    assert calls == ([] if compat.safe_globals_supported() else [path])
+    monkeypatch.setattr(checkpoint, 'TORCH_VERSION', (2, 1))
+    compat.load_weights_only(path)
+    assert calls[-1] == path
 
 
 def test_patches_are_version_guarded(monkeypatch):
     import mmengine
 
-    from mmext import compat
-    assert compat.APPLIED == [name for name, *_ in compat.PATCHES]  # all three apply here
-    monkeypatch.setattr(torch, '__version__', '2.5.1')  # no (object, name) allow-list entries
-    assert not compat._torch_allows_globals() and not compat._mmengine_local_loader_fits()
-    assert compat._mmengine_metainfo_fits()
-    monkeypatch.setattr(torch, '__version__', '2.6.0')
-    assert compat._torch_allows_globals() and compat._mmengine_local_loader_fits()
-    monkeypatch.setattr(mmengine, '__version__', '0.9.1')
-    assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
-    monkeypatch.setattr(mmengine, '__version__', '1.0.0')
-    assert not compat._mmengine_local_loader_fits() and not compat._mmengine_metainfo_fits()
+    from mmext.compat import checkpoint, mmengine_patches
+    monkeypatch.setattr(checkpoint, 'TORCH_VERSION', (2, 5))  # no (object, name) pairs
+    assert not compat.safe_globals_supported()
+    assert mmengine_patches.local_loader_fits() and mmengine_patches.metainfo_fits()
+    for version in ('0.9.1', '1.0.0'):
+        monkeypatch.setattr(mmengine, '__version__', version)
+        assert not mmengine_patches.local_loader_fits() and not mmengine_patches.metainfo_fits()
+        before = CheckpointLoader._schemes['']
+        with compat.weights_only_checkpoints():
+            assert CheckpointLoader._schemes[''] is before  # left alone
 
 
 @pytest.mark.slow  # subprocesses that import mmdet/mmseg
@@ -135,15 +203,46 @@ def test_mmext_no_patch_turns_every_patch_off(tmp_path):
     import sys
     code = ('import torch, mmext\n'
             'from mmext import compat\n'
+            'from mmext.compat import mmengine_patches as mp\n'
             'from mmengine.runner.checkpoint import CheckpointLoader\n'
             'from mmengine.config import utils\n'
-            'assert compat.APPLIED == [], compat.APPLIED\n'
-            "assert CheckpointLoader._schemes[''] is not compat.load_local_weights_only\n"
-            'assert utils._get_cfg_metainfo is not compat._cfg_metainfo_cached\n'
-            'entries = torch.serialization.get_safe_globals()\n'
-            'assert not any(isinstance(e, tuple) for e in entries), entries\n'
+            'with compat.weights_only_checkpoints(), compat.cached_config_metainfo():\n'
+            "    assert CheckpointLoader._schemes[''] is not mp.load_local_weights_only\n"
+            '    assert utils._get_cfg_metainfo is not mp._cfg_metainfo_cached\n'
+            "if hasattr(torch.serialization, 'get_safe_globals'):\n"
+            '    entries = torch.serialization.get_safe_globals()\n'
+            '    assert not any(isinstance(e, tuple) for e in entries), entries\n'
             "print('unpatched')\n")
     env = dict(os.environ, MMEXT_NO_PATCH='1')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and 'unpatched' in proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------------------ oneDNN capability
+def test_onednn_probe_finds_the_fused_ops_here():
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip('torch built without oneDNN')
+    assert compat.onednn_status(torch.float32) is None
+    assert compat.onednn_fused(torch.float32)
+    assert compat.onednn_status(torch.float16) is not None
+
+
+def test_onednn_probe_refuses_ops_that_disagree_and_layers_fall_back(monkeypatch):
+    import torch.nn as nn
+
+    from mmext.compat import torch_ops
+    from mmext.models import onednn
+    real = torch_ops.mkldnn_linear
+    monkeypatch.setattr(torch_ops, 'mkldnn_linear', lambda *a: real(*a) * 1.01)
+    torch_ops._probe.cache_clear()
+    try:
+        assert 'differs from the plain ops' in torch_ops.onednn_status(torch.float32)
+        assert not onednn.fused_ok(nn.Linear(4, 4), torch.randn(2, 4))
+        monkeypatch.setattr(torch_ops, 'mkldnn_linear', lambda *a: 1 / 0)
+        torch_ops._probe.cache_clear()
+        assert 'ZeroDivisionError' in torch_ops.onednn_status(torch.float32)
+    finally:
+        monkeypatch.undo()
+        torch_ops._probe.cache_clear()
+    assert compat.onednn_fused(torch.float32) == torch.backends.mkldnn.is_available()

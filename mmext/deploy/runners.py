@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from mmext.compat import native_bf16  # noqa: F401  (part of the runners' helpers)
 from mmext.errors import ConfigError
 
 MODES = ('eager', 'deploy', 'channels_last', 'bf16', 'compile', 'cuda_graph', 'onnxruntime',
@@ -70,15 +71,6 @@ def autocast(device, amp, cache_enabled=True):
         return torch.autocast('cuda', dtype=torch.float16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
-def native_bf16(device='cpu'):
-    """Whether ``device`` computes bfloat16 natively: any CUDA GPU torch supports bf16 on, a CPU
-    where oneDNN reports bf16 support (AVX512-BF16 or AMX); elsewhere torch would emulate it."""
-    if device == 'cuda':
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def skip_reason(mode, device):

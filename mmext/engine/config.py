@@ -5,6 +5,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from mmext.compat import cached_config_metainfo
 from mmext.engine.cfg_options import check_cfg_options
 from mmext.errors import ConfigError
 
@@ -34,7 +35,8 @@ def load_config(config, cfg_options=None, check_options=True):
             raise ConfigError(f'config file {config!r} does not exist (run from the repository '
                               'root, or pass the path of a file under configs/).')
         try:
-            cfg = Config.fromfile(config)
+            with cached_config_metainfo():
+                cfg = Config.fromfile(config)
         except (SyntaxError, FileNotFoundError, KeyError, NameError, ImportError) as exc:
             raise ConfigError(f'cannot load config {config!r}: {type(exc).__name__}: '
                               f'{exc}') from exc

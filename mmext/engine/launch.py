@@ -141,8 +141,10 @@ def _is_config_mistake(exc):
 
 def run_and_finish(runner, method):
     """``runner.train()`` or ``runner.test()``, then the process-group teardown if ours."""
+    from mmext.compat import weights_only_checkpoints
     try:
-        return getattr(runner, method)()
+        with weights_only_checkpoints():
+            return getattr(runner, method)()
     finally:
         if getattr(runner, 'mmext_owns_dist', False):
             finish_distributed()

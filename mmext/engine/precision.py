@@ -18,7 +18,8 @@ import time
 import torch
 from mmengine.hooks import Hook
 
-from mmext.deploy.runners import native_bf16, to_bf16
+from mmext.compat import native_bf16, weights_only_checkpoints
+from mmext.deploy.runners import to_bf16
 from mmext.errors import ConfigError
 from mmext.utils import unwrap_model
 
@@ -190,12 +191,13 @@ def test_fp32_then_bf16(runner, parts=DEFAULT_PARTS):
     check_bf16(device)
     timer = LoopTimerHook()
     runner.register_hook(timer)
-    with PartTimer(model, parts) as parts32:
+    with PartTimer(model, parts) as parts32, weights_only_checkpoints():
         fp32 = dict(runner.test() or {})
     timer.before_test_epoch = timer.after_test_epoch = lambda *a, **k: None  # counted once
     hook = _TimedBf16TestHook(parts)
     runner.register_hook(hook)
-    bf16 = dict(runner.test() or {})
+    with weights_only_checkpoints():
+        bf16 = dict(runner.test() or {})
     diff = {k: abs(float(bf16[k]) - float(v)) for k, v in fp32.items()
             if isinstance(v, (int, float)) and isinstance(bf16.get(k), (int, float))}
     result = dict(fp32=fp32, bf16=bf16, fp32_s=round(timer.seconds, 2),

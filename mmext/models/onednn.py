@@ -9,8 +9,10 @@ the broadcast bias into the output that ``addmm`` does first (for a 36-channel o
 tokens that copy alone is as slow as the matmul).
 
 Anywhere else (autograd, tracing/ONNX export, ``torch.compile``, CUDA, mixed dtypes,
-shapes/layouts the op does not take) they run the plain ops as written, so a model that calls
-them exports and trains as before.
+shapes/layouts the op does not take, and a torch whose fused ops are missing or disagree with the
+plain ops: :func:`mmext.compat.onednn_fused`, probed once per process) they run the plain ops as
+written, so a model that calls them exports and trains as before. The ops' signatures are known to
+:mod:`mmext.compat.torch_ops` only.
 
 Measured on a 2-core Xeon with AMX, 1 thread, bf16, EdgeViT-XXS stage-1 sizes (16 x 3136 tokens):
 conv/linear + exact GELU ~1.9-2.2x the two ops; linear + residual add 1.1 vs 1.6-3.4 ms.
@@ -19,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmext.compat import cpu_autocast_dtype, onednn_fused
+from mmext.compat.torch_ops import mkldnn_conv, mkldnn_conv_add, mkldnn_linear, mkldnn_linear_add
 from mmext.utils import is_tracing
 
 
@@ -42,11 +46,10 @@ def _tensors_ok(x, weight, bias):
         return False
     if is_tracing():
         return False
-    if torch.is_autocast_enabled('cpu') and x.dtype != torch.get_autocast_dtype('cpu'):
+    autocast_dtype = cpu_autocast_dtype()
+    if autocast_dtype is not None and x.dtype != autocast_dtype:
         return False  # autocast would run the layer in its own dtype
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return x.dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return onednn_fused(x.dtype)
 
 
 def _conv_args(conv):
@@ -57,8 +60,7 @@ def conv_gelu(conv, x):
     """``F.gelu(conv(x))`` (exact GELU); one oneDNN convolution with the GELU as post-op
     where :func:`fused_ok` (GELU was ~40% of EfficientFormerV2-S0 in bf16 at 224)."""
     if fused_ok(conv, x):
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, conv.weight, conv.bias, *_conv_args(conv), 'gelu', [None], 'none')
+        return mkldnn_conv(x, conv.weight, conv.bias, *_conv_args(conv), 'gelu')
     return F.gelu(conv(x))
 
 
@@ -66,8 +68,7 @@ def conv_relu(conv, x):
     """``F.relu(conv(x))``; one oneDNN convolution with the ReLU as post-op where
     :func:`fused_ok`."""
     if fused_ok(conv, x):
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, conv.weight, conv.bias, *_conv_args(conv), 'relu', [], '')
+        return mkldnn_conv(x, conv.weight, conv.bias, *_conv_args(conv), 'relu')
     return F.relu(conv(x))
 
 
@@ -75,15 +76,14 @@ def linear_gelu(linear, x):
     """``F.gelu(linear(x))`` (exact GELU); one oneDNN matmul with the GELU as post-op where
     :func:`fused_ok`."""
     if fused_ok(linear, x):
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, 'gelu', [None],
-                                                  'none')
+        return mkldnn_linear(x, linear.weight, linear.bias, 'gelu')
     return F.gelu(linear(x))
 
 
 def matmul(x, weight, bias=None):
     """``F.linear(x, weight, bias)``; one oneDNN matmul (no bias copy) where it can."""
     if x.dim() >= 2 and _tensors_ok(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+        return mkldnn_linear(x, weight, bias, 'none')
     return F.linear(x, weight, bias)
 
 
@@ -97,8 +97,7 @@ def linear_add(layer, x, residual):
     where :func:`fused_ok` and ``residual`` is contiguous with the output's shape and dtype."""
     out_shape = (*x.shape[:-1], layer.out_features)
     if _residual_ok(layer, x, residual, out_shape) and residual.is_contiguous():
-        return torch.ops.mkldnn._linear_pointwise.binary(x.contiguous(), residual, layer.weight,
-                                                         layer.bias, 'add')
+        return mkldnn_linear_add(x.contiguous(), residual, layer.weight, layer.bias)
     return residual + layer(x)
 
 
@@ -113,6 +112,5 @@ def conv_add(conv, x, residual):
             and all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation,
                                                             conv.kernel_size))
             and x.is_contiguous(memory_format=fmt) and residual.is_contiguous(memory_format=fmt)):
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, residual, conv.weight, conv.bias, *_conv_args(conv), 'add', None, None, [], None)
+        return mkldnn_conv_add(x, residual, conv.weight, conv.bias, *_conv_args(conv))
     return residual + conv(x)
