@@ -302,11 +302,22 @@ def _metafiles():
                   if osp.isfile(osp.join(REPO, 'configs', d, 'metafile.yml')))
 
 
-def _readme_params():
-    """``{'shvit_s4': 16.139, ...}`` from the README's Models table."""
-    with open(osp.join(REPO, 'README.md')) as f:
-        rows = re.findall(r'^\| [^|]+ \| `(\w+)` \(`(\w+)`\) \| ([0-9.]+) \|', f.read(), re.M)
-    return {name: float(params) for _, name, params in rows}
+_FAMILIES = dict(shvit='SHViT', efficientformer='EfficientFormer',
+                 efficientformerv2='EfficientFormerV2', edgevit='EdgeViT')
+_CODE_PARAMS = {}
+
+
+def _code_params():
+    """``{'shvit_s4': 16.139, ...}``: every arch of every family built from mmext's code with its
+    default arguments (no classifier), parameters in millions to 3 decimals; built once."""
+    if not _CODE_PARAMS:
+        import mmext.models
+        from mmext.analysis import count_params
+        for prefix, family in _FAMILIES.items():
+            cls = getattr(mmext.models, family)
+            for arch in cls.arch_settings:
+                _CODE_PARAMS[f'{prefix}_{arch}'] = round(count_params(cls(arch)) / 1e6, 3)
+    return _CODE_PARAMS
 
 
 def test_model_index_imports_every_metafile():
@@ -346,7 +357,7 @@ def test_metafiles_list_every_config_with_valid_fields():
 def test_metafile_weights_params_and_paper_results(folder):
     from mmext.analysis.summarize import PAPER_RESULTS
     suffix, task = METAFILE_FOLDERS[folder]
-    params = _readme_params()
+    params = _code_params()
     assert len(params) == 14, params
     paper = {r['backbone']: r for r in PAPER_RESULTS if r['task'] == task}
     meta = _load_yaml(osp.join(REPO, 'configs', folder, 'metafile.yml'))
