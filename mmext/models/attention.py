@@ -7,7 +7,7 @@
   output means one more pass over memory and, with glibc's defaults, freshly faulted pages
   (softmax of 8 x 1050 x 1050 bf16 scores, one thread: 5.6 ms in place, 13.2 ms into a new tensor);
 * :class:`AttentionBiasTable`: a learned ``(|dy|, |dx|)`` offset-bias table resized to any grid,
-  with an inference cache.
+  with an inference cache kept valid by :class:`SourceStamp` (also EdgeViT's deploy fold).
 """
 from collections import OrderedDict
 
@@ -113,7 +113,90 @@ def _offsets(num_queries, num_keys, q_stride, device):
     return (queries[:, None] - torch.arange(num_keys, device=device)[None, :]).abs()
 
 
-class AttentionBiasTable(nn.Module):
+_optimizer_steps = 0  # optimizer steps taken in this process (fused ones included)
+
+
+def _count_optimizer_step(optimizer, args, kwargs):
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+try:  # torch >= 2.0
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    register_optimizer_step_post_hook(_count_optimizer_step)
+except ImportError:
+    pass
+
+
+def caching_ok(sources):
+    """Whether values derived from the tensors ``sources`` may be cached: no gradient needs to
+    reach a source, nothing is being traced, scripted, exported or compiled, and no source is an
+    inference tensor (those keep no version counter)."""
+    return not (is_tracing() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources))
+                or any(t.is_inference() for t in sources))
+
+
+class SourceStamp:
+    """Tells, without reading them, whether tensors may have changed since the stamp was taken.
+
+    A stamp holds the tensors (their identity: a new ``nn.Parameter`` differs), a detached view
+    of each (so its memory stays allocated and cannot come back at the same address), each one's
+    ``data_ptr()`` and version counter (bumped by every in-place write through the tensor or its
+    views: ``param.add_``, ``load_state_dict``, foreach optimizers; a new tensor assigned to
+    ``.data`` has another address), and the count of optimizer steps taken in the process (fused
+    optimizers write without bumping version counters). Comparing is a few ints per tensor:
+    no host sync on CUDA. Not seen: writes into ``param.data`` (its own version counter) --
+    ``train()``/``eval()`` or ``load_state_dict`` empty a :class:`DerivedCache`.
+    """
+
+    __slots__ = ('tensors', 'views', 'marks')
+
+    def __init__(self, tensors):
+        self.tensors = tuple(tensors)
+        self.views = tuple(t.detach() for t in self.tensors)
+        self.marks = self._marks(self.tensors)
+
+    @staticmethod
+    def _marks(tensors):
+        return (_optimizer_steps, ) + tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def matches(self, tensors):
+        """Whether ``tensors`` are the stamped ones, unchanged."""
+        return (len(tensors) == len(self.tensors)
+                and all(a is b for a, b in zip(tensors, self.tensors))
+                and self._marks(tensors) == self.marks)
+
+
+class DerivedCache(nn.Module):
+    """Base of modules that cache values derived from their parameters in the containers named
+    by ``cache_attrs`` (each entry with a :class:`SourceStamp`). The containers are emptied by
+    ``train()``/``eval()``, ``load_state_dict`` and ``.to()``/``.cuda()``/``.half()``, and are
+    never pickled, deep-copied or saved (a copy starts empty)."""
+
+    cache_attrs = ()
+
+    def clear_caches(self):
+        for name in self.cache_attrs:
+            self.__dict__[name].clear()
+
+    def train(self, mode=True):
+        self.clear_caches()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_caches()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_caches()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), '__getstate__') else self.__dict__
+        return dict(state, **{name: type(state[name])() for name in self.cache_attrs})
+
+
+class AttentionBiasTable(DerivedCache):
     """Base class of attentions with a learned ``(|dy|, |dx|)`` offset-bias table (LeViT style).
 
     Holds the parameter ``attention_biases`` of shape ``(num_heads, resolution**2)`` (the
@@ -124,20 +207,19 @@ class AttentionBiasTable(nn.Module):
     position ``(i * q_stride, j * q_stride)``, so its offset to key ``(y, x)`` is
     ``(|i*s - y|, |j*s - x|)``; this needs ``(H_q - 1) * s < H_k``, e.g. ``H_q = ceil(H_k / s)``.
 
-    Caching: in training mode, whenever gradients must reach the table, or while tracing for
-    export, the bias is computed on each call. Otherwise it is cached per
-    ``(q_size, k_size, q_stride, dtype, device)``, together with a copy of the table it came from;
-    an entry is used only while the table still equals that copy, so any change of the parameter
-    (``load_state_dict``, an optimizer step, ``param.data = t``, an in-place edit through
-    ``.data``, a move to another device or dtype) invalidates it, whatever memory the allocator
-    reuses. (While a CUDA graph is being captured the comparison, which would synchronise, is
-    skipped.) At most :attr:`bias_cache_size` grids are kept per module (a bias takes
-    ``heads * N_q * N_k`` elements, ~35 MB for 8 heads on an 800x1344 image at stride 32). The
-    cache is emptied by ``train()``, ``.to()``/``.cuda()``/``.half()``, and never pickled or
-    deep-copied.
+    Caching: in training mode, whenever gradients must reach a source, or while tracing,
+    exporting or compiling (see :func:`caching_ok`), the bias is computed on each call. Otherwise it
+    is cached per ``(q_size, k_size, q_stride, dtype, device)`` with a :class:`SourceStamp` of
+    the tensors it came from (:meth:`_bias_sources`) and used while the stamp matches: an
+    optimizer step, ``load_state_dict``, ``param.add_()``, ``param.data = t`` or a new parameter
+    make it compute again, at the cost of a few int comparisons per call (no tensor is read).
+    The cache is emptied as :class:`DerivedCache` says. At most
+    :attr:`bias_cache_size` grids are kept per module (a bias takes ``heads * N_q * N_k``
+    elements, ~35 MB for 8 heads on an 800x1344 image at stride 32).
     """
 
     bias_cache_size = 2
+    cache_attrs = ('_bias_cache', )
 
     def __init__(self, num_heads, resolution):
         super().__init__()
@@ -145,24 +227,9 @@ class AttentionBiasTable(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
         self._bias_cache = OrderedDict()
 
-    def train(self, mode=True):
-        super().train(mode)
-        if mode:
-            self._bias_cache.clear()
-        return self
-
-    def _apply(self, fn, *args, **kwargs):
-        self._bias_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), '__getstate__') else self.__dict__
-        return dict(state, _bias_cache=OrderedDict())
-
     def _bias_sources(self):
-        """The tensors :meth:`_compute_bias` reads: a cached bias is used only while every one
-        of them still equals the copy kept with it (a subclass that folds more parameters into
-        its bias returns them too)."""
+        """The tensors :meth:`_compute_bias` reads (a subclass that folds more parameters into
+        its bias returns them too): a cached bias is used while their stamp matches."""
         return (self.attention_biases,)
 
     def _compute_bias(self, q_size, k_size, q_stride):
@@ -183,23 +250,19 @@ class AttentionBiasTable(nn.Module):
             q_stride (int): key-grid step between neighbouring queries (1 for self-attention).
             dtype: dtype of the result (that of the attention scores).
         """
-        table = self.attention_biases
         sources = self._bias_sources()
-        dtype = dtype or table.dtype
+        dtype = dtype or self.attention_biases.dtype
         k_size = q_size if k_size is None else k_size
-        if (self.training or torch.jit.is_tracing()
-                or (torch.is_grad_enabled() and any(t.requires_grad for t in sources))):
+        if self.training or not caching_ok(sources):
             return self._compute_bias(q_size, k_size, q_stride).to(dtype)
         q_size, k_size = tuple(int(s) for s in q_size), tuple(int(s) for s in k_size)
-        key = (q_size, k_size, q_stride, dtype, table.device, table.dtype, len(sources))
+        key = (q_size, k_size, q_stride, dtype, self.attention_biases.device)
         cached = self._bias_cache.get(key)
-        if cached is not None and (
-                (table.is_cuda and torch.cuda.is_current_stream_capturing())
-                or all(torch.equal(a, b) for a, b in zip(cached[0], sources))):
+        if cached is not None and cached[0].matches(sources):
             self._bias_cache.move_to_end(key)
             return cached[1]
         bias = self._compute_bias(q_size, k_size, q_stride).to(dtype)
-        self._bias_cache[key] = (tuple(t.detach().clone() for t in sources), bias)
+        self._bias_cache[key] = (SourceStamp(sources), bias)
         self._bias_cache.move_to_end(key)
         while len(self._bias_cache) > self.bias_cache_size:
             self._bias_cache.popitem(last=False)

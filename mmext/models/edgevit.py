@@ -32,7 +32,10 @@ runs local propagation, its LayerNorm and the projection as one matmul on the de
 multiply in token layout instead of the depthwise transposed conv and two passes over every
 token (``GlobalSparseAttention._propagate_project``: same parameters, same outputs), and,
 on the CPU in inference, each MLP's ``fc1`` + GELU and every residual sum after a conv/linear
-as single oneDNN ops (:mod:`mmext.models.onednn`). The state dict keys do not change.
+as single oneDNN ops (:mod:`mmext.models.onednn`). The state dict keys do not change: the
+folded propagation weights are derived, not saved (folded by ``switch_to_deploy()``, again after
+``load_state_dict`` or any other change of the parameters, so a ``deploy=True`` model loading a
+fused checkpoint computes what the switched model did).
 
 In every mode the pre-attention LayerNorm runs on the delegates only (it is per token, and the
 attention reads nothing else): 1/16 of the tokens in stage 1, 1/4 in stages 2-3.
@@ -48,7 +51,8 @@ import torch.nn.functional as F
 from mmext.errors import ConfigError
 from mmext.models.base import BaseBackbone, BaseStage
 from mmext.models import onednn
-from mmext.models.attention import softmax_, use_sdpa
+from mmext.models.attention import (DerivedCache, SourceStamp, caching_ok, inplace_ok, softmax_,
+                                    use_sdpa)
 from mmext.models.layers import BNLinear, FusedGELUMlp, drop_path, pad_to_multiple
 from mmext.models.onednn import conv_add
 from mmext.registry import MODELS
@@ -126,7 +130,7 @@ class LocalAggregation(nn.Module):
         return x + drop_path(self.mlp(x), self.drop_path_rate, self.training)
 
 
-class GlobalSparseAttention(nn.Module):
+class GlobalSparseAttention(DerivedCache):
     """Multi-head attention among delegate tokens, with local propagation back to every token.
 
     With sample ratio ``r > 1``: delegates are the tokens at rows/columns ``0, r, 2r, ...``
@@ -139,6 +143,8 @@ class GlobalSparseAttention(nn.Module):
 
     Shapes: tokens ``(N, H*W, C)`` (row-major over the ``H x W`` map) ``-> (N, H*W, C)``.
     """
+
+    cache_attrs = ('_fold_cache', )
 
     def __init__(self, dim, num_heads, sample_ratio=1, attn_impl='auto'):
         super().__init__()
@@ -154,50 +160,81 @@ class GlobalSparseAttention(nn.Module):
             self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
         self.deploy = False
+        self._fold_cache = {}  # 'fold': (SourceStamp, _fold()), see _folded
 
     def switch_to_deploy(self):
         """Run local propagation, its LayerNorm and the projection as
-        :meth:`_propagate_project` (same parameters, same outputs)."""
+        :meth:`_propagate_project` (same parameters, same outputs), folded here once."""
         self.deploy = True
+        if self.sample_ratio > 1:
+            with torch.no_grad():
+                self._folded()
 
-    def _propagate_project(self, d, hw_shape, residual=None):
-        """``proj(norm(local_prop(d)))`` cropped to ``H x W``, as tokens ``(N, H*W, C)`` (plus
-        ``residual`` when given), from the attended delegates ``d`` ``(N, gh, gw, C)`` without
-        building the propagated map.
+    def _fold(self):
+        """The weights of :meth:`_propagate_project` (computed in float32).
 
         Kernel = stride: token ``(i*r + a, j*r + b)`` before the norm is ``s = d[i, j] * w_ab + u``
         (``w_ab`` the transposed conv's tap ``(a, b)`` of every channel, ``u`` its bias). Its
         LayerNorm statistics are linear in ``d`` and ``d**2``: ``mean = (d.w_ab + sum(u)) / C``,
-        ``E[s^2] = (d^2.w_ab^2 + 2 d.(w_ab u) + sum(u^2)) / C`` (float32, on the delegates).
-        With ``P``, ``g``, ``beta`` the projection and norm weights,
-        ``proj(norm(s)) = rstd * (A_ab d + k1) + k3`` where ``A_ab = P diag(g w_ab) - (P g) w_ab^T / C``,
-        ``k1 = P (g u) - (P g) mean(u)`` and ``k3 = P beta + proj.bias``. So one matmul of the
-        delegates with the ``r*r`` stacked ``A_ab`` gives every token's centred, projected
-        value, and one multiply by ``rstd``, written in token order, finishes. Stage 1 of
-        EdgeViT-XXS (b16 at 224, bf16, one thread): 2.9 ms instead of 7.1 ms for the transposed
-        conv as a broadcast product, LayerNorm and projection (+ residual).
+        ``E[s^2] = (d^2.w_ab^2 + 2 d.(w_ab u) + sum(u^2)) / C``. With ``P``, ``g``, ``beta`` the
+        projection and norm weights, ``proj(norm(s)) = rstd * (A_ab d + k1) + k3`` where
+        ``A_ab = P diag(g w_ab) - (P g) w_ab^T / C``, ``k1 = P (g u) - (P g) mean(u)`` and
+        ``k3 = P beta + proj.bias``. Returns ``A`` ``(r*r*C, C)`` (the ``A_ab`` stacked), ``k1``
+        repeated ``(r*r*C,)``, ``S`` ``(2*r*r, 2*C)`` and ``s0`` ``(2*r*r,)`` with
+        ``[d, d^2] S^T + s0 = [mean_ab, E[s^2]_ab]`` (float32), ``k3`` ``(C,)``.
         """
-        n, gh, gw, c = d.shape
-        h, w = hw_shape
-        r = self.sample_ratio
+        r, c = self.sample_ratio, self.proj.in_features
+        dtype = self.proj.weight.dtype
         taps = self.local_prop.weight.reshape(c, r * r).t().float()  # (r*r, C): w_ab
-        u = self.local_prop.bias
-        u = taps.new_zeros(c) if u is None else u.reshape(c).float()
+        u = self.local_prop.bias.reshape(c).float()  # (C,) (also from fast_ops.WindowSpread)
         g, beta = self.norm.weight.float(), self.norm.bias.float()
         p = self.proj.weight.float()
         pg = p @ g
         a = p[None] * (g * taps)[:, None, :] - pg[None, :, None] * taps[:, None, :] / c
         k1 = p @ (g * u) - pg * u.mean()
-        k3 = (p @ beta + self.proj.bias.float()).to(d.dtype)
-        y = onednn.matmul(d, a.reshape(r * r * c, c).to(d.dtype), k1.repeat(r * r).to(d.dtype))
+        stats = torch.cat([torch.cat([taps, torch.zeros_like(taps)], 1),
+                           torch.cat([2 * taps * u, taps.square()], 1)]) / c
+        stats_bias = torch.cat([u.sum().expand(r * r), u.square().sum().expand(r * r)]) / c
+        return (a.reshape(r * r * c, c).to(dtype), k1.repeat(r * r).to(dtype), stats,
+                stats_bias, (p @ beta + self.proj.bias.float()).to(dtype))
+
+    def _folded(self):
+        """:meth:`_fold` of the current parameters, kept in a
+        :class:`~mmext.models.attention.DerivedCache`: folded by :meth:`switch_to_deploy`, again
+        only after a parameter changed (:class:`~mmext.models.attention.SourceStamp`), on every
+        call while gradients must reach the parameters or while tracing."""
+        sources = (self.local_prop.weight, self.local_prop.bias, self.norm.weight,
+                   self.norm.bias, self.proj.weight, self.proj.bias)
+        if not caching_ok(sources):
+            return self._fold()
+        cached = self._fold_cache.get('fold')
+        if cached is None or not cached[0].matches(sources):
+            cached = self._fold_cache['fold'] = (SourceStamp(sources), self._fold())
+        return cached[1]
+
+    def _propagate_project(self, d, hw_shape, residual=None):
+        """``proj(norm(local_prop(d)))`` cropped to ``H x W``, as tokens ``(N, H*W, C)`` (plus
+        ``residual`` when given), from the attended delegates ``d`` ``(N, gh, gw, C)`` and the
+        weights of :meth:`_fold`, without building the propagated map: one matmul gives every
+        token's centred, projected value, one more the norm's statistics, one multiply by
+        ``rstd``, written in token order, finishes. Stage 1 of EdgeViT-XXS (b16 at 224, bf16,
+        one thread): 2.9 ms instead of 7.1 ms for the transposed conv as a broadcast product,
+        LayerNorm and projection (+ residual).
+        """
+        n, gh, gw, c = d.shape
+        h, w = hw_shape
+        r = self.sample_ratio
+        a, k1, stats, stats_bias, k3 = self._folded()
+        y = onednn.matmul(d, a.to(d.dtype), k1.to(d.dtype))  # (N, gh, gw, r*r*C)
         df = d.float()
-        mean = (df @ taps.t() + u.sum()) / c  # (N, gh, gw, r*r)
-        ex2 = (df.square() @ taps.square().t() + 2 * (df @ (taps * u).t()) + u.square().sum()) / c
+        mean, ex2 = F.linear(torch.cat([df, df.square()], -1), stats, stats_bias).split(r * r, -1)
         rstd = (ex2 - mean.square()).clamp_min(0).add(self.norm.eps).rsqrt().to(d.dtype)
         y = y.view(n, gh, gw, r, r, c).permute(0, 1, 3, 2, 4, 5)  # token order (N, gh, r, gw, r, C)
         rstd = rstd.view(n, gh, gw, r, r, 1).permute(0, 1, 3, 2, 4, 5)
-        if (not is_tracing() and h == gh * r and w == gw * r
-                and (residual is None or (residual.is_contiguous() and residual.dtype == d.dtype))):
+        k3 = k3.to(d.dtype)
+        if (inplace_ok(y) and inplace_ok(k3) and h == gh * r and w == gw * r
+                and (residual is None or (inplace_ok(residual) and residual.is_contiguous()
+                                          and residual.dtype == d.dtype))):
             out = d.new_empty(n, gh, r, gw, r, c)  # one pass, straight into token order
             if residual is None:
                 return torch.addcmul(k3, y, rstd, out=out).view(n, h * w, c)

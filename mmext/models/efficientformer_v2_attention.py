@@ -128,7 +128,7 @@ class Attention4D(AttentionBiasTable):
             attn = self._talking_heads_attention((q * self.scale) @ k, bias)
             # talking_head2's bias b2 adds b2[head] to every weight: b2[head] * sum_j v[c, j]
             v_local = v_local + (self.talking_head2.bias.view(1, -1, 1, 1) * v.sum(-1, True)
-                                 ).reshape(n, -1, 1, 1)
+                                 ).reshape(n, self.num_heads * self.value_dim, 1, 1)
         else:
             scores = ((q * self.scale) @ k).add_(bias)  # (N, heads, hw, hw)
             attn = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))
