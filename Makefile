@@ -18,7 +18,7 @@ STAMP       := $(VENV)/.mmext-installed
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt Makefile
+$(STAMP): setup.py requirements/runtime.txt requirements/tests.txt Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip<26" "setuptools<81" wheel
 	$(PIP) install --quiet torch==$(TORCH)

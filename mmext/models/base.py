@@ -23,6 +23,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmext.compat import is_compiling
 from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError
 from mmext.models.attention import check_attn_impl
 
@@ -210,7 +211,7 @@ class BaseBackbone(BaseModule):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ConfigError(f'{name} takes a 4-D (N, 3, H, W) image batch, got {shape}.')
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or is_compiling():
             return
         _, c, h, w = x.shape
         if c != 3:
