@@ -1,5 +1,5 @@
-"""Analysis: parameters and MACs (:mod:`.complexity`, :mod:`.flops`), result summaries and
+"""Analysis: parameters and MACs (:mod:`mmext.benchmark.complexity`, :mod:`.flops`), result summaries and
 plots (:mod:`.summarize`)."""
-from mmext.analysis.complexity import count_macs, count_params, sdpa_flop_jit
+from mmext.benchmark.complexity import count_macs, count_params, sdpa_flop_jit
 
 __all__ = ['count_macs', 'count_params', 'sdpa_flop_jit']

@@ -27,7 +27,8 @@ becomes one error line too.
 """
 import torch
 
-from mmext.analysis.complexity import count_macs, count_params
+from mmext.benchmark.complexity import count_macs, count_params
+from mmext.engine.config import build_config_model  # noqa: F401  (was defined here)
 from mmext.errors import ConfigError, MmextError
 from mmext.utils import error_line
 
@@ -150,32 +151,6 @@ def _det_samples(x):
                                  batch_input_shape=(h, w), scale_factor=(1.0, 1.0)))
         samples.append(sample)
     return samples
-
-
-def build_config_model(config, cfg_options=None):
-    """``(model, codebase, cfg)``: the config's model, built through mmdet's or mmseg's registry.
-
-    The backbone's pretrained weights are not loaded (``init_weights`` is not called).
-    """
-    from mmext.engine.config import detect_codebase, load_config, register_codebase
-    cfg = load_config(config, cfg_options)
-    codebase = detect_codebase(cfg)
-    try:
-        register_codebase(codebase)
-    except ImportError as exc:
-        raise MmextError(f'{codebase} is needed to build this config ({exc}); install it from '
-                         'requirements/runtime.txt.') from None
-    if codebase == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    from mmengine.registry import DefaultScope
-    model_cfg = cfg.model
-    if codebase == 'mmseg' and cfg.get('test_cfg') and 'test_cfg' not in model_cfg:
-        model_cfg.test_cfg = cfg.test_cfg
-    with DefaultScope.overwrite_default_scope(codebase):  # whatever scope the caller had
-        model = MODELS.build(model_cfg)
-    return model.eval(), codebase, cfg
 
 
 def config_complexity(config, input_size=None, part='backbone+neck', cfg_options=None,

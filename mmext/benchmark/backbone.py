@@ -318,7 +318,7 @@ def row_macs(model, arch_name, height, width):
     """MACs per image of ``model`` at ``height x width`` (cached per arch and size)."""
     key = (arch_name, height, width)
     if key not in _MACS:
-        from mmext.analysis import count_macs
+        from mmext.benchmark.complexity import count_macs
         with threads_context(None):
             _MACS[key] = int(count_macs(model.cpu(), (1, 3, height, width)))
     return _MACS[key]

@@ -73,7 +73,7 @@ def resolve_config(spec):
 
 def build_detector(spec):
     """``(model, cfg)``: the config's detector in eval mode, random weights."""
-    from mmext.analysis.flops import build_config_model
+    from mmext.engine.config import build_config_model
     from mmext.engine.config import detect_codebase, load_config
     path = resolve_config(spec)
     cfg = load_config(path)
@@ -122,7 +122,7 @@ class DetectorPart(torch.nn.Module):
 
 
 def _gflops(model, shape):
-    from mmext.analysis import count_macs
+    from mmext.benchmark.complexity import count_macs
     return round(count_macs(DetectorPart(model, 'network', shape), (1, 3) + shape) / 1e9, 3)
 
 

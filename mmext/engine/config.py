@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 from mmext.compat import cached_config_metainfo
 from mmext.engine.cfg_options import check_cfg_options
-from mmext.errors import ConfigError
+from mmext.errors import ConfigError, MmextError
 
 CODEBASES = ('mmdet', 'mmseg')
 
@@ -93,3 +93,27 @@ def set_work_dir(cfg, config, work_dir=None):
         cfg.work_dir = osp.join('./work_dirs', name)
     return cfg.work_dir
 
+
+def build_config_model(config, cfg_options=None):
+    """``(model, codebase, cfg)``: the config's model, built through mmdet's or mmseg's registry.
+
+    The backbone's pretrained weights are not loaded (``init_weights`` is not called).
+    """
+    cfg = load_config(config, cfg_options)
+    codebase = detect_codebase(cfg)
+    try:
+        register_codebase(codebase)
+    except ImportError as exc:
+        raise MmextError(f'{codebase} is needed to build this config ({exc}); install it from '
+                         'requirements/runtime.txt.') from None
+    if codebase == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    from mmengine.registry import DefaultScope
+    model_cfg = cfg.model
+    if codebase == 'mmseg' and cfg.get('test_cfg') and 'test_cfg' not in model_cfg:
+        model_cfg.test_cfg = cfg.test_cfg
+    with DefaultScope.overwrite_default_scope(codebase):  # whatever scope the caller had
+        model = MODELS.build(model_cfg)
+    return model.eval(), codebase, cfg

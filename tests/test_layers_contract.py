@@ -1,0 +1,35 @@
+"""The layering in .importlinter (a package imports only those below it; families and checkpoint
+layouts independent), checked by import-linter on the source, lazy imports included."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO_ROOT
+
+
+def lint_imports(root):
+    exe = osp.join(osp.dirname(sys.executable), 'lint-imports')
+    if not osp.exists(exe):
+        pytest.fail('import-linter is not installed: pip install -r requirements/tests.txt')
+    return subprocess.run([exe, '.importlinter', '--no-cache'], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={'PYTHONPATH': root, 'PATH': '/usr/bin:/bin'})
+
+
+def test_import_contracts_are_kept():
+    proc = lint_imports(REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert 'Contracts: 3 kept, 0 broken' in proc.stdout
+
+
+def test_a_lazy_upward_import_breaks_the_contract(tmp_path):
+    import shutil
+    shutil.copytree(osp.join(REPO_ROOT, 'mmext'), tmp_path / 'mmext',
+                    ignore=shutil.ignore_patterns('__pycache__', '.mim'))
+    shutil.copy(osp.join(REPO_ROOT, '.importlinter'), tmp_path)
+    with open(tmp_path / 'mmext' / 'models' / 'necks.py', 'a') as f:
+        f.write('\n\ndef _planted():\n    from mmext.benchmark import report  # noqa\n')
+    proc = lint_imports(str(tmp_path))
+    assert proc.returncode != 0 and 'mmext.models.necks -> mmext.benchmark' in proc.stdout, \
+        proc.stdout[-2000:]
