@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import torch
 
+from mmext.compat.onnx_export import has_dynamo_exporter, has_torchscript_exporter, onnx_export
 from mmext.deploy.build import build_backbone
 from mmext.errors import ConfigError, MmextError
 from mmext.utils import error_line, max_rel_err, output_list
@@ -50,15 +51,6 @@ def _dynamic_axes(output_names, dynamic_batch=True):
     return axes
 
 
-def _has_torchscript_exporter():
-    try:
-        import torch.onnx._internal.torchscript_exporter.utils  # noqa: F401
-        return True
-    except ImportError:
-        # older torch keeps it in torch.onnx.utils
-        return hasattr(torch.onnx, 'utils') and hasattr(torch.onnx.utils, '_export')
-
-
 def _has_onnxscript():
     try:
         import onnxscript  # noqa: F401
@@ -72,7 +64,10 @@ def choose_exporter(exporter='auto'):
     if exporter not in ('auto', 'torchscript', 'dynamo'):
         raise ConfigError(f"exporter must be 'auto', 'torchscript' or 'dynamo', not {exporter!r}")
     if exporter == 'auto':
-        exporter = 'torchscript' if _has_torchscript_exporter() else 'dynamo'
+        exporter = 'torchscript' if has_torchscript_exporter() else 'dynamo'
+    if exporter == 'dynamo' and not has_dynamo_exporter():
+        raise MmextError(f'the torch.export-based ONNX exporter needs torch >= 2.5 (this is '
+                         f'{torch.__version__}); use exporter="torchscript".')
     if exporter == 'dynamo' and not _has_onnxscript():
         raise MmextError('the torch.export-based ONNX exporter needs the onnxscript package: '
                          '`pip install onnxscript` (or use exporter="torchscript" where this torch '
@@ -143,11 +138,7 @@ def export_onnx(model, path, input_shape=(1, 3, 224, 224), opset=DEFAULT_OPSET, 
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter('always')
         try:
-            if exporter == 'torchscript':
-                torch.onnx.export(model, (example, ), path, dynamo=False, **kwargs)
-            else:
-                torch.onnx.export(model, (example, ), path, dynamo=True, external_data=False,
-                                  **kwargs)
+            onnx_export(model, (example, ), path, exporter=exporter, **kwargs)
         finally:
             model.train(was_training)
     return dict(path=path, input_name=INPUT_NAME, output_names=list(output_names),
