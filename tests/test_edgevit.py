@@ -309,6 +309,97 @@ def test_deploy_propagate_project_without_residual(size):
     assert max_rel_error(with_res, ref + res) < 1e-5
 
 
+def _propagations(model):
+    return [m for m in model.modules()
+            if isinstance(m, GlobalSparseAttention) and m.sample_ratio > 1]
+
+
+def _count_folds(monkeypatch):
+    calls = []
+    fold = GlobalSparseAttention._fold
+    monkeypatch.setattr(GlobalSparseAttention, '_fold',
+                        lambda self: calls.append(self) or fold(self))
+    return calls
+
+
+def test_deploy_folds_local_propagation_once(monkeypatch):
+    """switch_to_deploy folds each local propagation with its norm and projection once;
+    inference forwards reuse the folded weights; after a change of a parameter (an optimizer
+    step, load_state_dict) only that module folds again, and the output equals both the unfused
+    model's and a deploy=True model loading the state dict (the folded weights are not saved)."""
+    plain = _randomized('xxs').eval()
+    calls = _count_folds(monkeypatch)
+    model = copy.deepcopy(plain).switch_to_deploy()
+    props = _propagations(model)
+    assert len(props) == 5 and sorted(map(id, calls)) == sorted(map(id, props))  # xxs: r > 1
+    x = torch.randn(2, 3, 70, 93)
+    with torch.no_grad():
+        first = model(x)
+        assert max_rel_error(first, model(x)) == 0
+    with torch.inference_mode():
+        assert max_rel_error(first, model(x)) == 0
+    assert len(calls) == 5
+    with torch.no_grad():
+        shift = torch.randn(props[2].norm.bias.shape)
+        for m in (props[2], _propagations(plain)[2]):
+            m.proj.weight.mul_(-1)
+            m.norm.bias.add_(shift)
+        changed, ref = model(x), plain(x)
+    assert len(calls) == 6 and calls[-1] is props[2]
+    assert max_rel_error(ref, changed) < 1e-5 and max_rel_error(first, changed) > 1e-3
+    assert set(model.state_dict()) == set(EdgeViT('xxs', deploy=True).state_dict())
+    loaded = EdgeViT('xxs', deploy=True).eval()
+    loaded.load_state_dict(model.state_dict())
+    clone = copy.deepcopy(model)
+    assert not any(m._fold_cache for m in _propagations(clone))  # not copied
+    with torch.no_grad():
+        assert max_rel_error(changed, loaded(x)) < 1e-6
+        assert max_rel_error(changed, clone(x)) == 0
+    model.double()  # cache emptied, folded again from the float64 parameters
+    assert not any(m._fold_cache for m in props)
+    with torch.no_grad():
+        assert max_rel_error(plain.double()(x.double()), model(x.double())) < 1e-6
+    assert all(m._fold_cache['fold'][1][0].dtype == torch.float64 for m in props)
+
+
+def test_deploy_with_autograd():
+    """A deployed model with gradients (it raised: an out= op under autograd): in eval, the
+    unfused model's outputs and gradients, which reach local propagation, its norm and the
+    projection; trained in train mode, then in eval, it equals a deploy=True model loading its
+    state dict (the fold follows the updated parameters)."""
+    plain = _randomized('xxs').eval()
+    fused = copy.deepcopy(plain).switch_to_deploy()
+    x = torch.randn(2, 3, 64, 64)  # sizes the windows divide: the out= path's case
+    grads = []
+    for model in (plain, fused):
+        xg = x.clone().requires_grad_()
+        sum(o.square().mean() for o in model(xg)).backward()
+        prop = _propagations(model)[0]
+        grads.append([xg.grad, prop.local_prop.weight.grad, prop.norm.weight.grad,
+                      prop.proj.weight.grad])
+    assert all(g is not None for g in grads[1])
+    assert max_rel_error(grads[0], grads[1]) < 1e-4
+    fused.train()
+    opt = torch.optim.SGD(fused.parameters(), lr=0.1)
+    opt.zero_grad()
+    sum(o.square().mean() for o in fused(x)).backward()
+    opt.step()
+    fused.eval()
+    loaded = EdgeViT('xxs', deploy=True).eval()
+    loaded.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        assert max_rel_error(loaded(x), fused(x)) < 1e-6
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_deploy_batch_zero(grad):
+    model = _randomized('xxs').eval().switch_to_deploy()
+    with torch.set_grad_enabled(grad):
+        outs = model(torch.randn(0, 3, 37, 45))
+    assert [tuple(o.shape) for o in outs] == [(0, 36, 10, 12), (0, 72, 5, 6), (0, 144, 3, 3),
+                                              (0, 288, 2, 2)]
+
+
 # ----------------------------------------------------------------------------- checkpoints
 _OFFICIAL_NAMES = {  # mmext sub-path inside a block -> the authors' (written independently)
     'local_agg.pos_embed': 'LocalAgg.pos_embed',

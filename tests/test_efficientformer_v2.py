@@ -320,6 +320,16 @@ def test_deploy_talking_heads_as_matmuls(stride, size, monkeypatch):
         assert max_rel_error(attn(x), fused(x)) < 1e-5
 
 
+@pytest.mark.parametrize('grad', [False, True])
+def test_deploy_batch_zero(grad):
+    """A deployed model takes a batch of 0 images (talking_head2's bias term raised)."""
+    model = randomize(EfficientFormerV2('s0')).eval().switch_to_deploy()
+    with torch.set_grad_enabled(grad):
+        outs = model(torch.randn(0, 3, 37, 45))
+    assert [tuple(o.shape) for o in outs] == [(0, 32, 10, 12), (0, 48, 5, 6), (0, 96, 3, 3),
+                                              (0, 176, 2, 2)]
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def _to_official(state):
     """mmext keys -> the authors' (hand-written inverse of mmext.checkpoints.efficientformer_v2)."""

@@ -171,7 +171,7 @@ class GlobalSparseAttention(DerivedCache):
                 self._folded()
 
     def _fold(self):
-        """The weights of :meth:`_propagate_project` (computed in float32).
+        """The weights of :meth:`_propagate_project` (computed in float32 or float64).
 
         Kernel = stride: token ``(i*r + a, j*r + b)`` before the norm is ``s = d[i, j] * w_ab + u``
         (``w_ab`` the transposed conv's tap ``(a, b)`` of every channel, ``u`` its bias). Its
@@ -181,14 +181,14 @@ class GlobalSparseAttention(DerivedCache):
         ``A_ab = P diag(g w_ab) - (P g) w_ab^T / C``, ``k1 = P (g u) - (P g) mean(u)`` and
         ``k3 = P beta + proj.bias``. Returns ``A`` ``(r*r*C, C)`` (the ``A_ab`` stacked), ``k1``
         repeated ``(r*r*C,)``, ``S`` ``(2*r*r, 2*C)`` and ``s0`` ``(2*r*r,)`` with
-        ``[d, d^2] S^T + s0 = [mean_ab, E[s^2]_ab]`` (float32), ``k3`` ``(C,)``.
+        ``[d, d^2] S^T + s0 = [mean_ab, E[s^2]_ab]`` (float32 at least), ``k3`` ``(C,)``.
         """
         r, c = self.sample_ratio, self.proj.in_features
         dtype = self.proj.weight.dtype
-        taps = self.local_prop.weight.reshape(c, r * r).t().float()  # (r*r, C): w_ab
-        u = self.local_prop.bias.reshape(c).float()  # (C,) (also from fast_ops.WindowSpread)
-        g, beta = self.norm.weight.float(), self.norm.bias.float()
-        p = self.proj.weight.float()
+        ft = torch.promote_types(dtype, torch.float32)
+        taps = self.local_prop.weight.reshape(c, r * r).t().to(ft)  # (r*r, C): w_ab
+        u = self.local_prop.bias.reshape(c).to(ft)  # (C,) (also from fast_ops.WindowSpread)
+        g, beta, p = self.norm.weight.to(ft), self.norm.bias.to(ft), self.proj.weight.to(ft)
         pg = p @ g
         a = p[None] * (g * taps)[:, None, :] - pg[None, :, None] * taps[:, None, :] / c
         k1 = p @ (g * u) - pg * u.mean()
@@ -196,7 +196,7 @@ class GlobalSparseAttention(DerivedCache):
                            torch.cat([2 * taps * u, taps.square()], 1)]) / c
         stats_bias = torch.cat([u.sum().expand(r * r), u.square().sum().expand(r * r)]) / c
         return (a.reshape(r * r * c, c).to(dtype), k1.repeat(r * r).to(dtype), stats,
-                stats_bias, (p @ beta + self.proj.bias.float()).to(dtype))
+                stats_bias, (p @ beta + self.proj.bias.to(ft)).to(dtype))
 
     def _folded(self):
         """:meth:`_fold` of the current parameters, kept in a
@@ -226,7 +226,7 @@ class GlobalSparseAttention(DerivedCache):
         r = self.sample_ratio
         a, k1, stats, stats_bias, k3 = self._folded()
         y = onednn.matmul(d, a.to(d.dtype), k1.to(d.dtype))  # (N, gh, gw, r*r*C)
-        df = d.float()
+        df = d.to(stats.dtype)
         mean, ex2 = F.linear(torch.cat([df, df.square()], -1), stats, stats_bias).split(r * r, -1)
         rstd = (ex2 - mean.square()).clamp_min(0).add(self.norm.eps).rsqrt().to(d.dtype)
         y = y.view(n, gh, gw, r, r, c).permute(0, 1, 3, 2, 4, 5)  # token order (N, gh, r, gw, r, C)
