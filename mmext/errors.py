@@ -5,6 +5,7 @@ checkpoint that does not fit, a dataset that is not where the config says) is ra
 :class:`MmextError`, with a message that says what to do. The command-line tools catch these and
 print the message without a traceback (``--debug`` or ``MMEXT_DEBUG=1`` shows it).
 """
+import errno
 import os
 import sys
 import traceback
@@ -37,6 +38,33 @@ class WorkDirBusyError(MmextError):
     """A work dir that another live run holds (see :mod:`mmext.engine.workdir_lock`)."""
 
 
+class OutputError(MmextError):
+    """An output mmext cannot write (read-only, full, not a folder) or will not write (it
+    exists and ``--force`` was not given, or it is one of the inputs)."""
+
+
+class ArgumentError(ConfigError, TypeError):
+    """An argument of a public function with the wrong type (see :mod:`mmext.apis`)."""
+
+
+#: errno values that mean "this path cannot be written": reported in one line by run_cli
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def os_error_hint(exc):
+    """What to do about an OSError of writing a file, in a few words."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return 'the disk is full or a file-size/quota limit is reached: free space or write to ' \
+            'another disk'
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return 'the path is read-only or not yours: check its permissions or choose another path'
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+        return 'part of the path is a file where a folder is needed (or the reverse): choose ' \
+            'another path'
+    return 'choose another path'
+
+
 def _unpickling_reason(exc):
     """The line of torch's weights-only refusal that names the offending type."""
     lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
@@ -62,7 +90,9 @@ def run_cli(main, *args, **kwargs):
     ``--debug`` anywhere on the command line (it is taken out before ``main`` parses the
     arguments, so every tool accepts it) or ``MMEXT_DEBUG=1`` prints the full traceback first.
     ``main`` gets ``args``/``kwargs`` as given; a list as first argument is an argv and loses
-    ``--debug`` too.
+    ``--debug`` too. An ``OSError`` of a path that cannot be written (read-only, full disk, a
+    file where a folder should be: :data:`WRITE_ERRNOS`) is one line too, naming the path;
+    Ctrl-C is ``error: interrupted`` (exit 130).
     """
     debug = debug_requested()
     if DEBUG_FLAG in sys.argv[1:]:
@@ -73,7 +103,19 @@ def run_cli(main, *args, **kwargs):
     try:
         return main(*args, **kwargs)
     except MmextError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f'error: {exc}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        _fail(f'error: {exc}', debug)
+    except OSError as exc:  # writing somewhere the disk or the permissions do not allow
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f'{exc.filename}: ' if exc.filename else ''
+        _fail(f'error: {where}{exc.strerror or exc}; {os_error_hint(exc)}.', debug)
+    except KeyboardInterrupt:
+        _fail('error: interrupted (Ctrl-C).', debug, code=130)
+
+
+def _fail(line, debug, code=2):
+    if debug:
+        traceback.print_exc()
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(code) from None

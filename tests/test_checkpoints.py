@@ -209,10 +209,12 @@ def test_convert_checkpoint_tool(source, tmp_path):
     converted = SHViT('s1')
     assert load_pretrained(converted, str(dst)).layout == 'mmext'
     _assert_same(feats, converted.eval()(x))
+    written = dst.read_bytes()
     bad = subprocess.run([sys.executable, TOOL, str(src), str(dst), '--model', 'SHViT', '--arch',
-                          's4'], capture_output=True, text=True, cwd=tmp_path)
+                          's4', '--force'], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert 'does not fit' in bad.stderr and 'Traceback' not in bad.stderr
+    assert dst.read_bytes() == written  # a failed conversion leaves the existing output as it was
 
 
 class ShvitWithExtras(SHViT):

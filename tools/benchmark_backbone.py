@@ -39,7 +39,8 @@ def main(argv=None):
                         help=f'{", ".join(MODES)} or all (default: eager deploy channels_last '
                         'compile cuda_graph on GPU; eager deploy onnxruntime on CPU)')
     parser.add_argument('--out', default='work_dirs/benchmark/benchmark.json',
-                        help='JSON file to write (the markdown table goes next to it, .md)')
+                        help='JSON file to write (the markdown table goes next to it, .md), or a '
+                        'folder to write benchmark.json into')
     parser.add_argument('--md', default=None, help='markdown file (default: --out with .md)')
     parser.add_argument('--warmup', type=int, default=None, help='override warm-up runs')
     parser.add_argument('--iters', type=int, default=None, help='override timed runs')
@@ -79,8 +80,14 @@ def main(argv=None):
                         help='batch 2, 64x64, 1 warm-up, 3 runs (a smoke test)')
     args = parser.parse_args(argv)
     from mmext.benchmark.backbone import check_counts
+    from mmext.benchmark.report import output_paths, threads_warning
     check_counts(warmup=args.warmup, iters=args.iters, threads=args.threads, batch=args.batch,
                  rounds=args.rounds, calib_images=args.calib_images)
+    # where the results go, checked before the benchmark runs (a folder gets benchmark.json)
+    json_path, md_path = output_paths(args.out, args.md, 'benchmark.json')
+    warning = threads_warning(args.threads)
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr, flush=True)
     if args.calib_dir is not None:
         from mmext.deploy.quantize import image_files
         image_files(args.calib_dir)  # a missing or empty folder is an error before any timing
@@ -103,7 +110,7 @@ def main(argv=None):
                          check=not args.no_check, compile_kwargs=compile_kwargs,
                          rounds=args.rounds, calib=calib, peaks=not args.no_peaks,
                          peak_n=512 if args.tiny else 2048, meta=meta)
-    json_path, md_path = write_results(rows, args.out, args.md, meta)
+    json_path, md_path = write_results(rows, json_path, md_path, meta)
     print(to_markdown(rows, meta))
     print(f'wrote {json_path} and {md_path}')
 

@@ -36,7 +36,8 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=2,
                         help='interleaved rounds over all cases (default 2)')
     parser.add_argument('--out', default='work_dirs/benchmark/detectors.json',
-                        help='JSON file to write (the markdown table goes beside it, .md)')
+                        help='JSON file to write (the markdown table goes beside it, .md), or a '
+                        'folder to write detectors.json into')
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
                         help='eager, deploy, bf16 (backbone and neck in bf16, heads float32; '
                         'native bf16 only) or all (default: eager deploy)')
@@ -44,13 +45,18 @@ def main(argv=None):
     from mmext.benchmark.detector import (check_shape, resolve_detector_modes,
                                           run_detector_benchmark, to_markdown,
                                           write_detector_results)
+    from mmext.benchmark.report import output_paths, threads_warning
     shape = check_shape(tuple(args.shape))
     modes = resolve_detector_modes(args.modes)  # an unknown mode: an error before any build
+    json_path, _ = output_paths(args.out, None, 'detectors.json')  # before any timing
+    warning = threads_warning(args.threads)
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr, flush=True)
     rows = run_detector_benchmark(args.configs, shape, args.device, args.threads, args.warmup,
                                   args.iters, args.rounds, modes=modes)
     meta = dict(shape=f'{shape[0]}x{shape[1]}', threads=args.threads, warmup=args.warmup,
                 iters=args.iters, rounds=args.rounds, modes=' '.join(modes))
-    json_path, md_path = write_detector_results(rows, args.out, meta)
+    json_path, md_path = write_detector_results(rows, json_path, meta)
     print(to_markdown(rows, meta))
     print(f'wrote {json_path} and {md_path}')
 

@@ -8,13 +8,22 @@ checkpoints folder), checked against its known sha256, loaded into its backbone 
 and written as <out>/<model>.pth. Point MMEXT_WEIGHTS_DIR at the --out folder on a machine
 without internet and every config's pretrained URL is read from there. --mirror fetches the
 files from another server (<mirror>/<file name>) instead of their canonical hosts.
+
+An existing <out>/<model>.pth is kept (--force converts it again). A downloaded file that is
+not a checkpoint (an HTML page, ...) or does not fit its model is named and never cached. A
+download that has not finished after MMEXT_DOWNLOAD_DEADLINE seconds (default 3600) or
+--deadline is abandoned; MMEXT_DOWNLOAD_TIMEOUT (default 10) bounds each connection and read.
 """
 import argparse
+import os.path as osp
 import sys
 
-from mmext.checkpoints.download import expand_names, prepare_weights
-from mmext.checkpoints.zoo import ZOO
-from mmext.errors import MmextError, run_cli
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmext.checkpoints.download import expand_names, prepare_weights  # noqa: E402
+from mmext.checkpoints.files import writable_folder  # noqa: E402
+from mmext.checkpoints.zoo import ZOO  # noqa: E402
+from mmext.errors import ConfigError, MmextError, run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -24,16 +33,29 @@ def main(argv=None):
                         help=f'model names or "all" (default): {", ".join(ZOO)}')
     parser.add_argument('--out', default='checkpoints', help='output folder (default checkpoints/)')
     parser.add_argument('--mirror', help='base URL to fetch the files from instead of their hosts')
+    parser.add_argument('--force', action='store_true',
+                        help='convert again and replace <out>/<model>.pth files that exist')
+    parser.add_argument('--deadline', type=float, default=None,
+                        help='seconds a whole download may take (default: '
+                        '$MMEXT_DOWNLOAD_DEADLINE or 3600)')
     args = parser.parse_args(argv)
+    if args.deadline is not None and not 0 < args.deadline < float('inf'):
+        raise ConfigError(f'--deadline must be a positive number of seconds, not '
+                          f'{args.deadline:g}.')
+    writable_folder(args.out, 'output folder (--out)')  # before any download
     failures = []
     for name in expand_names(args.models):
         try:
-            path, layout, count = prepare_weights(name, args.out, mirror=args.mirror)
+            path, layout, count = prepare_weights(name, args.out, mirror=args.mirror,
+                                                  force=args.force, deadline=args.deadline)
         except MmextError as exc:
             print(f'error: {name}: {exc}', file=sys.stderr)
             failures.append(name)
             continue
-        print(f'{name}: {layout} layout -> {path} ({count} tensors, mmext layout)')
+        if layout is None:
+            print(f'{name}: {path} exists; kept (--force converts it again)')
+        else:
+            print(f'{name}: {layout} layout -> {path} ({count} tensors, mmext layout)')
     if failures:
         raise MmextError(f'{len(failures)} of the requested models failed: {", ".join(failures)} '
                          f'(see the errors above).')

@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument('--force', action='store_true', help='replace an existing .onnx file')
     args = parser.parse_args(argv)
 
-    from mmext.deploy import export_backbone
+    from mmext.apis import export_backbone
     info = export_backbone(args.type, args.arch, args.out, checkpoint=args.checkpoint,
                            sizes=[_size(s) for s in args.sizes], opset=args.opset,
                            exporter=args.exporter, tol=args.tol, dynamic=not args.static,

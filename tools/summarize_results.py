@@ -54,7 +54,7 @@ def main(argv=None):
                         help="write the summary even when no run has results (papers' rows only)")
     args = parser.parse_args(argv)
 
-    from mmext.analysis.summarize import summarize
+    from mmext.apis import summarize
     result = summarize(work_dirs=args.work_dirs, benchmark=args.benchmark, out_dir=args.out,
                        latency_protocol=args.latency_protocol, latency_mode=args.latency_mode,
                        include_paper=not args.no_paper, latest_only=not args.all_runs,

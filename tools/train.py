@@ -1,12 +1,14 @@
 """Train a detector or segmentor from an mmdet/mmseg config (mmext backbones included).
 
     python tools/train.py configs/mask_rcnn/shvit_s4_fpn_1x_coco.py [--work-dir DIR]
-        [--resume [CKPT]] [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--resume [CKPT] | --overwrite] [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
         [--launcher none|pytorch|slurm] [--debug]
 
 One run per work dir (a second live run on it is refused); --resume continues exactly where
-the checkpoint left off (random states included). Bad input ends in one `error: ...` line and
-exit code 2.
+the checkpoint left off (random states included), and is refused when there is no checkpoint.
+A work dir holding another run's checkpoints is refused unless --resume or --overwrite.
+Checkpoints are written whole or not at all (a full disk stops the run with one error). Bad
+input ends in one `error: ...` line and exit code 2.
 """
 import argparse
 import os
@@ -27,9 +29,13 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
-    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
-                        help='resume from CKPT, or without a value from the latest '
-                        'checkpoint in the work dir')
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                       help='resume from CKPT, or without a value from the latest '
+                       'checkpoint in the work dir')
+    start.add_argument('--overwrite', action='store_true',
+                       help='start a new run in a work dir that holds checkpoints of an earlier '
+                       'one (they are overwritten as this run saves its own)')
     parser.add_argument('--amp', action='store_true', help='mixed precision (GPU only)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr linearly to the actual total batch size')
@@ -51,7 +57,8 @@ def main(argv=None):
     from mmext.apis import train
     train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
           resume=args.resume if args.resume is not None else False,
-          launcher=args.launcher, amp=args.amp, auto_scale_lr=args.auto_scale_lr)
+          launcher=args.launcher, amp=args.amp, auto_scale_lr=args.auto_scale_lr,
+          overwrite=args.overwrite)
     return 0
 
 

@@ -8,14 +8,68 @@
 * :func:`get_flops`, :func:`summarize` -- complexity and result summaries.
 
 These are plain functions, bound once at import; ``tools/*.py`` only parse arguments and call them.
+Each checks the types of its arguments first (:mod:`mmext.apis.checks`): a wrong one is one
+:class:`~mmext.errors.ArgumentError` naming it, before any work.
 """
-from mmext.analysis.flops import get_flops
-from mmext.analysis.summarize import summarize
+import functools
+import inspect
+import os
+import os.path as osp
+
+from mmext.analysis.flops import get_flops as _get_flops
+from mmext.analysis.summarize import summarize as _summarize
+from mmext.apis.checks import checked
 from mmext.apis.demo import run_demo
 from mmext.apis.evaluation import test
 from mmext.apis.training import train
-from mmext.benchmark import measure_latency, run_benchmark
-from mmext.deploy import build_backbone, export_backbone
+from mmext.benchmark import measure_latency as _measure_latency
+from mmext.benchmark import run_benchmark as _run_benchmark
+from mmext.checkpoints.files import normal_mode, writable_folder
+from mmext.deploy import build_backbone as _build_backbone
+from mmext.deploy import export_backbone as _export_backbone
+
+get_flops = checked(config='config', type='str', arch='arch', input_size='ints', part='str',
+                    cfg_options='dict', count_norms='bool')(_get_flops)
+build_backbone = checked(type='str', arch='arch', checkpoint='path', out_indices='ints',
+                         deploy='bool')(_build_backbone)
+measure_latency = checked(model='module', input_shape='shape', mode='str', warmup='int',
+                          iters='int', threads='int')(_measure_latency)
+run_benchmark = checked(
+    archs='strs', protocols='strs', modes='strs', tiny='bool', warmup='int', iters='int',
+    threads='int', amp='bool', batch='int', compare_timm='bool', reference='bool', check='bool',
+    compile_kwargs='dict', progress='bool', tmp_dir='path', seed='int', rounds='int',
+    calib='dict', peaks='bool', peak_n='int', meta='dict')(_run_benchmark)
+
+
+@checked(type='str', arch='arch', out='path', checkpoint='path', sizes='sizes', opset='int',
+         exporter='str', tol='number', dynamic='bool', check='bool', model='module',
+         force='bool')
+@functools.wraps(_export_backbone)
+def export_backbone(*args, **kwargs):
+    # the .onnx file gets the permissions of any file the user creates (0644 under umask 022),
+    # not those of the temporary file it was renamed from (0600)
+    info = _export_backbone(*args, **kwargs)
+    if osp.isfile(info['path']):
+        try:
+            os.chmod(info['path'], normal_mode())
+        except OSError:  # another user's file replaced under --force: keep its mode
+            pass
+    return info
+
+
+@checked(work_dirs='paths', benchmark='paths', out_dir='path', latency_protocol='str',
+         latency_mode='str', include_paper='bool', latest_only='bool', make_plot='bool',
+         allow_empty='bool', detector_part='str', detector_mode='str')
+@functools.wraps(_summarize)
+def summarize(*args, **kwargs):
+    # an existing out_dir is checked to be writable first (a read-only one would fail after
+    # the work, between its three files)
+    bound = inspect.signature(_summarize).bind(*args, **kwargs)
+    bound.apply_defaults()
+    out_dir = bound.arguments['out_dir']
+    if osp.isdir(out_dir):
+        writable_folder(out_dir, 'output folder (--out)')
+    return _summarize(*args, **kwargs)
 
 __all__ = ['train', 'test', 'run_demo', 'build_backbone', 'export_backbone', 'run_benchmark',
            'measure_latency', 'get_flops', 'summarize']

@@ -20,11 +20,16 @@ seeds and thread counts with ``stride8='stem'``, 0.70-0.71 with ``'upsample'``.
 import os.path as osp
 import time
 
+from mmext.apis.checks import checked
+from mmext.apis.training import save_checkpoints_atomically
+from mmext.checkpoints.files import writable_folder
+from mmext.compat import weights_only_checkpoints
 from mmext.engine.config import detect_codebase, load_config, register_codebase
 from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import MetricsRecorder
 from mmext.engine.launch import adapt_to_device, build_runner
 from mmext.engine.metrics import format_metrics
+from mmext.engine.workdir_lock import WorkDirLock
 from mmext.errors import ConfigError
 from mmext.resources import config_path
 from mmext.utils import unwrap_model
@@ -235,6 +240,8 @@ def backbone_name(backbone_cfg):
     return f'{name}-{arch.upper()}' if isinstance(arch, str) else name
 
 
+@checked(work_dir='path', data_root='path', config='config', latency_input='shape',
+         cfg_options='dict')
 def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
              latency_input=(1, 3, 224, 224), cfg_options=None, **settings):
     """Generate the demo data, train the detector of ``config`` (default: Mask R-CNN +
@@ -260,29 +267,38 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     opts = dict(DEMO_SETTINGS, **det['settings'])
     opts.update({k: v for k, v in settings.items() if v is not None})
     check_settings(opts)
-    try:
-        data = make_coco_demo(data_root, num_train=opts['num_train'], num_val=opts['num_val'],
-                              img_size=opts['img_size'], seed=opts['seed'])
-    except FileExistsError as exc:
-        raise ConfigError(f'{exc} (--data-root).') from None
-    data['num_train'] = opts['num_train']
-    print(f'mmext demo: data set of {opts["num_train"]} training and {opts["num_val"]} '
-          f'validation images ({opts["img_size"]}x{opts["img_size"]}, classes '
-          f'{", ".join(data["classes"])}) in {data["data_root"]}', flush=True)
+    work_dir = osp.abspath(str((cfg_options or {}).get('work_dir', work_dir)))
+    writable_folder(data_root, 'data folder (--data-root)')
+    # one run per work dir, as training holds it (see mmext.engine.workdir_lock)
+    with WorkDirLock(work_dir) as lock:
+        if lock.note:
+            print(lock.note, flush=True)
+        try:
+            data = make_coco_demo(data_root, num_train=opts['num_train'],
+                                  num_val=opts['num_val'], img_size=opts['img_size'],
+                                  seed=opts['seed'])
+        except FileExistsError as exc:
+            raise ConfigError(f'{exc} (--data-root).') from None
+        data['num_train'] = opts['num_train']
+        print(f'mmext demo: data set of {opts["num_train"]} training and {opts["num_val"]} '
+              f'validation images ({opts["img_size"]}x{opts["img_size"]}, classes '
+              f'{", ".join(data["classes"])}) in {data["data_root"]}', flush=True)
 
-    cfg.merge_from_dict(demo_cfg_options(cfg, data, opts, osp.abspath(work_dir)))
-    if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
-    adapt_to_device(cfg, 'none')
-    check_datasets(cfg, ['train', 'val'])
-    runner = build_runner(cfg)
-    recorder = MetricsRecorder()
-    runner.register_hook(recorder)
-    backbone = backbone_name(cfg.model.backbone)
-    print(f'mmext demo: training {det["name"]} + {backbone} from scratch for '
-          f'{opts["max_epochs"]} epochs (batch {opts["batch_size"]}, lr {opts["lr"]:g}) on CPU '
-          f'(logs and checkpoint in {cfg.work_dir})', flush=True)
-    runner.train()
+        cfg.merge_from_dict(demo_cfg_options(cfg, data, opts, work_dir))
+        if cfg_options:
+            cfg.merge_from_dict(dict(cfg_options))
+        adapt_to_device(cfg, 'none')
+        check_datasets(cfg, ['train', 'val'])
+        runner = build_runner(cfg)
+        recorder = MetricsRecorder()
+        runner.register_hook(recorder)
+        backbone = backbone_name(cfg.model.backbone)
+        print(f'mmext demo: training {det["name"]} + {backbone} from scratch for '
+              f'{opts["max_epochs"]} epochs (batch {opts["batch_size"]}, lr {opts["lr"]:g}) on '
+              f'CPU (logs and checkpoint in {cfg.work_dir})', flush=True)
+        save_checkpoints_atomically(runner)
+        with weights_only_checkpoints():
+            runner.train()
     metrics = recorder.metrics
     train_time = time.time() - start
     train_cpu = time.process_time() - cpu_start

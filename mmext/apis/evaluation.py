@@ -1,8 +1,12 @@
 """Evaluation, as ``tools/test.py`` and ``tools/dist_test.sh`` run it."""
 import os.path as osp
 
+from mmext.checkpoints.files import writable_folder
+from mmext.apis.checks import checked
+from mmext.apis.training import _launch_rank
 from mmext.errors import CheckpointError
-from mmext.engine.checkpoint_check import TEST_MAY_LACK, check_checkpoint_fits
+from mmext.engine.checkpoint_check import (TEST_MAY_LACK, check_checkpoint_fits,
+                                           read_training_checkpoint)
 from mmext.engine.config import detect_codebase, load_config, register_codebase, set_work_dir
 from mmext.engine.datasets import check_datasets
 from mmext.engine.hooks import FuseBackboneHook, MetricsRecorder
@@ -11,6 +15,8 @@ from mmext.engine.metrics import print_metrics
 from mmext.utils import is_remote
 
 
+@checked(config='config', checkpoint='path', work_dir='path', cfg_options='dict', launcher='str',
+         fuse='bool', bf16='bool')
 def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', fuse=False,
          bf16=False):
     """Evaluate a checkpoint on the config's test set with mmengine's Runner.
@@ -55,9 +61,17 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
         cfg.model.backbone.init_cfg = None
     adapt_to_device(cfg, launcher)
     check_datasets(cfg, ['test'])
+    if _launch_rank(launcher) == 0 and not is_remote(cfg.work_dir):
+        writable_folder(cfg.work_dir, 'work dir (--work-dir)')
     runner = build_runner(cfg)
     # mmengine only warns about a checkpoint that does not fit (and tests random weights)
-    check_checkpoint_fits(runner, checkpoint, may_lack=TEST_MAY_LACK)
+    try:
+        check_checkpoint_fits(runner, checkpoint, may_lack=TEST_MAY_LACK)
+    except CheckpointError:
+        hint = fused_mismatch(runner, checkpoint)
+        if hint is None:
+            raise
+        raise CheckpointError(hint) from None
     recorder = MetricsRecorder()
     runner.register_hook(recorder)
     if fuse:
@@ -71,6 +85,28 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher='none', f
         metrics = run_and_finish(runner, 'test') or recorder.metrics
     print_metrics(metrics, f'mmext: test metrics of {checkpoint}', rank=runner.rank)
     return dict(metrics)
+
+
+def fused_mismatch(runner, checkpoint):
+    """What to do when ``checkpoint``'s backbone is fused and the model's is not, or the
+    reverse (``None`` when that is not why it does not fit)."""
+    from mmext.utils import unwrap_model
+    backbone = getattr(unwrap_model(runner.model), 'backbone', None)
+    if not hasattr(backbone, '_other_structure'):
+        return None
+    state, _ = read_training_checkpoint(checkpoint)
+    keys = {k[len('backbone.'):] for k in state if k.startswith('backbone.')}
+    if not keys or not backbone._other_structure(keys):
+        return None
+    name = type(backbone).__name__
+    if getattr(backbone, 'deploy', False):
+        return (f'checkpoint {checkpoint!r} holds an unfused {name} backbone (with BatchNorms), '
+                'but the config builds it fused (model.backbone.deploy=True). Build it without '
+                'deploy=True (--cfg-options model.backbone.deploy=False) and pass --fuse to fold '
+                'it after loading.')
+    return (f'checkpoint {checkpoint!r} holds a fused {name} backbone (saved after '
+            'switch_to_deploy(): no BatchNorms), but the config builds it unfused. Build it with '
+            'deploy=True (--cfg-options model.backbone.deploy=True); --fuse is then not needed.')
 
 
 class _Bf16Run:

@@ -1,10 +1,16 @@
-"""Benchmark output: a JSON file of rows (with the environment) and a markdown table."""
+"""Benchmark output: a JSON file of rows (with the environment) and a markdown table.
+
+:func:`output_paths` checks where they go before a benchmark runs (``--out`` may name a folder:
+the default file name goes into it), so results are never lost to an unwritable path at the end;
+both files are written atomically (complete or not at all, see :mod:`mmext.checkpoints.files`).
+"""
 import json
 import os
 import os.path as osp
 
 from mmext.benchmark.environment import environment
-from mmext.errors import ConfigError
+from mmext.checkpoints.files import check_output_file, write_text
+from mmext.errors import ConfigError, OutputError
 
 
 MD_COLUMNS = [('arch', 'arch'), ('source', 'source'), ('mode', 'mode'),
@@ -51,19 +57,56 @@ def markdown_table(rows, columns):
     return lines
 
 
-def write_json_and_markdown(rows, meta, json_path, md_path=None, markdown=None):
-    """Write ``{'meta': ..., 'rows': [...]}`` as JSON and ``markdown(rows, meta)`` beside it
-    (``md_path``, default: the JSON path with ``.md``); returns the paths."""
-    if md_path is None:
-        md_path = osp.splitext(json_path)[0] + '.md'
-    for path in (json_path, md_path):
-        if osp.dirname(osp.abspath(path)):
-            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(json_path, 'w') as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=_json_default)
-    with open(md_path, 'w') as f:
-        f.write((markdown or to_markdown)(rows, meta))
+def output_paths(json_path, md_path=None, default_name='benchmark.json'):
+    """The JSON and markdown paths a benchmark writes, checked (before it runs): ``json_path`` is
+    a ``.json`` file or a folder (an existing one, or a path ending in ``/``) that gets
+    ``default_name``; ``md_path`` defaults to the JSON path with ``.md``. Both folders are
+    created and must be writable; an existing file is replaced, a folder is refused."""
+    json_path = os.path.expanduser(os.fspath(json_path))
+    if osp.isdir(json_path) or json_path.endswith(('/', os.sep)):
+        json_path = osp.join(json_path, default_name)
+    if not json_path.lower().endswith('.json'):
+        raise OutputError(f'--out {json_path!r} does not end in .json; give a .json file name or '
+                          'a folder (nothing is written over another kind of file).')
+    stem = osp.splitext(json_path)[0]
+    md_path = stem + '.md' if md_path is None else os.path.expanduser(os.fspath(md_path))
+    if osp.isdir(md_path):
+        md_path = osp.join(md_path, osp.basename(stem) + '.md')
+    if not md_path.lower().endswith('.md'):
+        raise OutputError(f'--md {md_path!r} does not end in .md; give a .md file name.')
+    json_path = check_output_file(json_path, force=True, what='benchmark JSON (--out)')
+    md_path = check_output_file(md_path, force=True, what='markdown table (--md)')
     return json_path, md_path
+
+
+def write_json_and_markdown(rows, meta, json_path, md_path=None, markdown=None,
+                            default_name='benchmark.json'):
+    """Write ``{'meta': ..., 'rows': [...]}`` as JSON and ``markdown(rows, meta)`` beside it
+    (``md_path``, default: the JSON path with ``.md``); returns the paths. ``json_path`` may
+    be a folder (see :func:`output_paths`)."""
+    json_path, md_path = output_paths(json_path, md_path, default_name)
+    text = json.dumps(dict(meta=meta, rows=rows), indent=1, default=_json_default)
+    write_text(json_path, text, what='benchmark JSON')
+    write_text(md_path, (markdown or to_markdown)(rows, meta), what='markdown table')
+    return json_path, md_path
+
+
+def usable_cores():
+    """CPU cores this process may run on (its affinity mask; else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_warning(threads, flag='--threads'):
+    """A one-line warning when ``threads`` exceeds :func:`usable_cores`, else ``None``."""
+    cores = usable_cores()
+    if threads is None or threads <= cores:
+        return None
+    return (f'{flag} {threads} is more than the {cores} CPU cores this process can use: the '
+            'threads share cores, so timings measure contention, not the model; use at most '
+            f'{flag} {cores}.')
 
 
 def write_results(rows, json_path, md_path=None, meta=None):

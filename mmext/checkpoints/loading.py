@@ -20,7 +20,9 @@ from typing import Callable, Dict, List, Pattern, Tuple
 import torch
 from mmengine.logging import print_log
 
-from mmext.checkpoints.sources import resolve_checkpoint
+from mmext.checkpoints.files import check_output_file, same_file, save_tensors
+from mmext.checkpoints.sources import is_safetensors, not_a_checkpoint, resolve_checkpoint
+from mmext.compat import load_weights_only
 from mmext.errors import CheckpointError, ConfigError, FusedCheckpointError, _unpickling_reason
 
 
@@ -76,18 +78,6 @@ def rename_keys(state_dict, rules):
     return out
 
 
-def is_safetensors(path):
-    """True for a ``.safetensors`` file (by name, or by its header: length, then a JSON object)."""
-    if str(path).endswith('.safetensors'):
-        return True
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < 1 << 30
-
-
 def read_checkpoint(path):
     """Read a checkpoint (a path or URL) with ``weights_only=True``, or a ``.safetensors`` file.
 
@@ -102,6 +92,15 @@ def read_checkpoint(path):
             f'"Pretrained weights"; tools/convert_checkpoint.py converts the authors\' and timm\'s '
             f'files), point init_cfg.checkpoint at your file, or train from scratch with '
             f'--cfg-options model.backbone.init_cfg=None.')
+    try:
+        what = not_a_checkpoint(path)
+    except OSError as exc:
+        raise CheckpointError(f'Cannot read checkpoint {path!r}: {exc.strerror or exc}.') \
+            from None
+    if what is not None:
+        raise CheckpointError(
+            f'Could not read checkpoint {path!r}: it is {what}, not a checkpoint. Pass a .pth '
+            f'file written by torch.save (e.g. by training) or a .safetensors file.')
     if is_safetensors(path):
         from safetensors.torch import load_file  # holds tensors only, by design
         try:
@@ -109,7 +108,7 @@ def read_checkpoint(path):
         except Exception as exc:  # header or data corrupt
             raise CheckpointError(f'Could not read safetensors file {path!r}: {exc}') from None
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        return load_weights_only(path, map_location='cpu')
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f'Refusing to load {path!r}: it holds pickled objects other than tensors, and mmext '
@@ -285,20 +284,30 @@ def init_pretrained(model, init_cfg, logger='current'):
     return load_pretrained(model, cfg['checkpoint'], logger=logger)
 
 
-def convert_checkpoint(src, dst, family, arch=None):
+def convert_checkpoint(src, dst, family, arch=None, force=False):
     """Write an mmext-native, tensors-only checkpoint (``{'state_dict': ...}``) from ``src``.
 
     When ``arch`` is given the weights are checked by loading them into that backbone first.
+    ``dst`` must not exist unless ``force``, and is never ``src`` (nor the file a URL resolves
+    to); it is written to a temporary file next to it and renamed into place once complete
+    (:func:`mmext.checkpoints.files.atomic_write`), so a failure leaves no partial file and an
+    existing ``dst`` as it was.
 
     Returns:
         tuple: ``(layout_name, number_of_tensors)``.
     """
-    layout, state = convert_state_dict(extract_state_dict(read_checkpoint(src)), family)
+    local_src = None if isinstance(src, str) and src.startswith(('http://', 'https://')) else src
+    check_output_file(dst, force, inputs=(local_src, ), what='output checkpoint')
+    path = resolve_checkpoint(src)
+    if same_file(path, dst):
+        raise CheckpointError(f'the output {os.fspath(dst)!r} is the file {src} resolves to; '
+                              'write the converted checkpoint to another file.')
+    layout, state = convert_state_dict(extract_state_dict(read_checkpoint(path)), family)
     if arch is not None:
         from mmext.registry import MODELS
         model = MODELS.build(dict(type=family, arch=arch))
-        load_pretrained(model, src)
+        load_pretrained(model, path)
         state = {k: v for k, v in model.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({'state_dict': state, 'meta': {'family': family, 'source_layout': layout}}, dst)
+    save_tensors({'state_dict': state, 'meta': {'family': family, 'source_layout': layout}}, dst,
+                 what='output checkpoint')
     return layout, len(state)

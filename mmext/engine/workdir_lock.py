@@ -5,7 +5,8 @@ can share a folder and log file and overwrite each other's ``epoch_*.pth`` silen
 holds ``<work_dir>/.mmext_train.lock`` (JSON: pid, host, start time, command) while it trains;
 a second run on the same work dir is refused. A lock whose process is gone (a killed run on
 this host) is taken over, and :attr:`WorkDirLock.note` says so for the run's log. The lock is
-released when the run ends, also on an error.
+released when the run ends, also on an error. Training and ``tools/demo.py`` both hold it. A
+work dir that cannot be created or written is one :class:`~mmext.errors.OutputError`.
 """
 import json
 import os
@@ -14,7 +15,7 @@ import socket
 import sys
 import time
 
-from mmext.errors import WorkDirBusyError
+from mmext.errors import OutputError, WorkDirBusyError, os_error_hint
 
 LOCK_NAME = '.mmext_train.lock'
 
@@ -54,20 +55,29 @@ class WorkDirLock:
     def _create(self):
         """Write the lock atomically (complete content or nothing); False if it exists."""
         tmp = f'{self.path}.{os.getpid()}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(self.info, f)
         try:
+            with open(tmp, 'w') as f:
+                json.dump(self.info, f)
             os.link(tmp, self.path)
             return True
         except FileExistsError:
             return False
         finally:
-            os.remove(tmp)
+            if osp.lexists(tmp):
+                os.remove(tmp)
+
+    def _try_create(self):
+        try:
+            os.makedirs(self.work_dir, exist_ok=True)
+            return self._create()
+        except OSError as exc:
+            raise OutputError(f'cannot write into the work dir {self.work_dir!r} '
+                              f'({exc.strerror or exc}; {os_error_hint(exc)}); pass another '
+                              '--work-dir.') from None
 
     def acquire(self):
-        os.makedirs(self.work_dir, exist_ok=True)
         for _ in range(3):
-            if self._create():
+            if self._try_create():
                 self.held = True
                 return self
             holder = _read(self.path)
