@@ -268,11 +268,11 @@ def run_demo(work_dir='work_dirs/demo', data_root='data/demo/coco', config=None,
     opts.update({k: v for k, v in settings.items() if v is not None})
     check_settings(opts)
     work_dir = osp.abspath(str((cfg_options or {}).get('work_dir', work_dir)))
-    writable_folder(data_root, 'data folder (--data-root)')
     # one run per work dir, as training holds it (see mmext.engine.workdir_lock)
     with WorkDirLock(work_dir) as lock:
         if lock.note:
             print(lock.note, flush=True)
+        writable_folder(data_root, 'data folder (--data-root)')
         try:
             data = make_coco_demo(data_root, num_train=opts['num_train'],
                                   num_val=opts['num_val'], img_size=opts['img_size'],
