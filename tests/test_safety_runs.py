@@ -148,10 +148,13 @@ def test_benchmark_out_that_cannot_be_written_is_refused_before_running(tool, tm
     first = ['--archs', 'shvit_s1', '--tiny'] if tool == 'benchmark_backbone' else \
         [osp.join(osp.dirname(osp.dirname(__file__)), 'configs', 'retinanet',
                   'shvit_s1_fpn_1x_coco.py')]
-    err = one_line_error(capsys, tool, first + ['--out', str(tmp_path / 'a_file' / 'b.json')])
-    assert 'is a file, not a folder' in err
-    err = one_line_error(capsys, tool, first + ['--out', str(tmp_path / 'a_file')])
-    assert 'does not end in .json' in err
+    for out, says in ((tmp_path / 'a_file' / 'b.json', 'is a file, not a folder'),
+                      (tmp_path / 'a_file', 'does not end in .json')):
+        with pytest.raises(SystemExit):
+            run_cli(load_tool(tool).main, first + ['--out', str(out)])
+        captured = capsys.readouterr()
+        assert captured.err.startswith('error: ') and says in captured.err
+        assert captured.out == ''  # refused before timing anything
     assert (tmp_path / 'a_file').read_text() == 'keep'
 
 
