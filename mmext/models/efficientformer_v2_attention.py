@@ -105,8 +105,9 @@ class Attention4D(AttentionBiasTable):
         w2 = self.talking_head2.weight.view(1, heads, heads).expand(n, heads, heads)
         mixed = torch.baddbmm(bias.reshape(1, heads, tokens * tokens), w1, flat)
         attn = softmax_(mixed.view(n, heads, tokens, tokens)).view(n, heads, tokens * tokens)
-        if flat.data_ptr() == scores.data_ptr() and inplace_ok(scores):
-            # the scores are used up: the second mix goes into their memory, not a new tensor
+        # the scores are used up: the second mix goes into their memory, not a new tensor
+        # (inplace_ok first: no pointer test while compiling, it breaks the graph)
+        if inplace_ok(scores) and flat.data_ptr() == scores.data_ptr():
             return torch.bmm(w2, attn, out=flat).view(n, heads, tokens, tokens)
         return torch.bmm(w2, attn).view(n, heads, tokens, tokens)
 
