@@ -203,17 +203,14 @@ def _load_converted(model, state, layout, path, logger):
     family = family_of(model)
     # Fused vs unfused is told on the whole state dict: once the keys the model lacks are
     # dropped, a fused model whose structure has no keys of its own (EdgeViT) cannot tell.
-    other_structure = getattr(model, '_other_structure', None)
-    if other_structure is not None and other_structure(set(state)):
-        name = f'{family}-{getattr(model, "arch_name", "?")}'
-        if not getattr(model, 'deploy', False):
-            raise FusedCheckpointError(
-                f'{path!r} holds a fused {name} (saved after switch_to_deploy(): no BatchNorms), '
-                'but the model is unfused. Build the backbone with deploy=True to load it.')
-        twin = model.build_twin(deploy=False)  # unfused weights: load them unfused, then fold
-        report = _load_converted(twin, state, layout, path, logger)
-        model.load_state_dict(twin.switch_to_deploy().state_dict())
-        return report
+    # (unfused weights for a deploy=True model are folded, fused ones for an unfused model
+    # refused: BaseBackbone.adapt_state_dict, the one fused/unfused path)
+    adapt = getattr(model, 'adapt_state_dict', None)
+    if adapt is not None:
+        try:
+            state = adapt(dict(state))
+        except CheckpointError as exc:
+            raise type(exc)(f'{path!r}: {exc}') from None
     own = model.state_dict()
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state.items() if k in own and v.shape != own[k].shape]

@@ -279,16 +279,7 @@ class BaseBackbone(BaseModule):
         if pretrained_entry(self.init_cfg) is None:
             super().init_weights()
             return
-        if self.deploy:  # ImageNet weights are unfused: load them into the twin, then fold
-            twin = self.build_twin(deploy=False)
-            try:
-                init_pretrained(twin, self.init_cfg)
-            except FusedCheckpointError:  # a fused file: it fits this model as it is
-                init_pretrained(self, self.init_cfg)
-            else:
-                self.load_state_dict(twin.switch_to_deploy().state_dict())
-        else:
-            init_pretrained(self, self.init_cfg)
+        init_pretrained(self, self.init_cfg)  # unfused ImageNet weights fold on the way in
         self._is_init = True
 
     def switch_to_deploy(self):
@@ -315,12 +306,23 @@ class BaseBackbone(BaseModule):
             self.__dict__['_structure_keys_cache'] = cached
         return cached[1], cached[2]
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Keep fused and unfused checkpoints apart: an unfused one offered to a fused model is
-        folded first; a fused one offered to an unfused model is refused (BN cannot be unfolded)."""
+    def adapt_state_dict(self, state_dict, prefix=''):
+        """The one place fused and unfused weights meet (``load_state_dict``, mmengine's
+        ``load_checkpoint`` and :func:`mmext.checkpoints.load_pretrained` all come here).
+
+        ``state_dict``'s keys under ``prefix`` are this backbone's. Unfused weights offered to a
+        fused (``deploy=True``) model are loaded into an unfused twin and folded, in place of
+        ``state_dict``'s entries; fused weights offered to an unfused model are refused with
+        :class:`FusedCheckpointError` (a BatchNorm cannot be unfolded); weights of this structure
+        pass unchanged. Returns ``state_dict``.
+        """
         keys = {k[len(prefix):] for k in state_dict if k.startswith(prefix)}
         if keys and '_build_args' in self.__dict__ and self._other_structure(keys):
             self._adapt_structure(state_dict, prefix, keys)
+        return state_dict
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.adapt_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _other_structure(self, keys):
