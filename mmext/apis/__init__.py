@@ -5,7 +5,9 @@
 * :func:`build_backbone`, :func:`export_backbone` -- an mmext backbone by family and arch, fused,
   and its ONNX export (verified with ONNX Runtime);
 * :func:`run_benchmark`, :func:`measure_latency` -- backbone speed;
-* :func:`get_flops`, :func:`summarize` -- complexity and result summaries.
+* :func:`get_flops`, :func:`summarize` -- complexity and result summaries;
+* :func:`predict` -- a detector (config + checkpoint, or an exported ``.onnx``) on images,
+  folders, globs and videos: annotated outputs, DetInferencer-style JSON, per-part timings.
 
 These are plain functions, bound once at import; ``tools/*.py`` only parse arguments and call them.
 Each checks the types of its arguments first (:mod:`mmext.apis.checks`): a wrong one is one
@@ -21,6 +23,7 @@ from mmext.analysis.summarize import summarize as _summarize
 from mmext.apis.checks import checked
 from mmext.apis.demo import run_demo
 from mmext.apis.evaluation import test
+from mmext.apis.predict import predict as _predict
 from mmext.apis.training import train
 from mmext.benchmark import measure_latency as _measure_latency
 from mmext.benchmark import run_benchmark as _run_benchmark
@@ -71,5 +74,12 @@ def summarize(*args, **kwargs):
         writable_folder(out_dir, 'output folder (--out)')
     return _summarize(*args, **kwargs)
 
+
+predict = checked(model='config', source='paths', checkpoint='path', out_dir='path',
+                  score_thr='number', device='str', cfg_options='dict', fuse='bool', bf16='bool',
+                  backend='str', precision='str', threads='int', save_vis='bool',
+                  save_pred='bool', force='bool', progress='bool', warmup='bool',
+                  verbose='bool')(_predict)
+
 __all__ = ['train', 'test', 'run_demo', 'build_backbone', 'export_backbone', 'run_benchmark',
-           'measure_latency', 'get_flops', 'summarize']
+           'measure_latency', 'get_flops', 'summarize', 'predict']
