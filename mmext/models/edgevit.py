@@ -56,7 +56,6 @@ from mmext.models.attention import (DerivedCache, SourceStamp, caching_ok, inpla
 from mmext.models.layers import BNLinear, FusedGELUMlp, drop_path, pad_to_multiple
 from mmext.models.onednn import conv_add
 from mmext.registry import MODELS
-from mmext.utils import is_tracing
 
 
 class LayerNorm2d(nn.LayerNorm):
