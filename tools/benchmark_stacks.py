@@ -8,6 +8,7 @@ Example (both of ``make test``'s environments, after ``make install`` and
         --rounds 3 --out docs/benchmarks/cpu_1thread_torch_stacks.json
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -35,8 +36,10 @@ def main(argv=None):
     args = parse_args(argv)
     extra = ['--tiny', '--no-peaks'] if args.tiny else []
     try:
+        out_dir = osp.dirname(osp.abspath(args.out))
+        os.makedirs(out_dir, exist_ok=True)
         rows, meta = compare_stacks(args.python, args.archs, args.protocol, args.modes,
-                                    args.rounds, extra_args=extra)
+                                    args.rounds, extra_args=extra, tmp_dir=out_dir)
         paths = write_comparison(rows, meta, args.out)
     except MmextError as exc:
         sys.exit(f'error: {exc}')

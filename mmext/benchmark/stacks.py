@@ -31,16 +31,17 @@ def _stack_name(python):
 
 
 def compare_stacks(pythons, archs, protocol='cpu_throughput', modes=('eager', 'deploy', 'bf16'),
-                   rounds=3, extra_args=(), tool=TOOL, log=print):
+                   rounds=3, extra_args=(), tool=TOOL, log=print, tmp_dir=None):
     """Rows ``{arch, protocol, mode, <stack> ms, <stack> of peak, <stack>/<first> ratio}``
-    and the meta of every stack (see the module docstring)."""
+    and the meta of every stack (see the module docstring). Each run's JSON goes to a temporary
+    folder in ``tmp_dir`` (default: the system's), removed at the end."""
     if len(pythons) < 2:
         raise ConfigError('give at least two interpreters (--python A --python B) to compare')
     names = [_stack_name(p) for p in pythons]
     if len(set(names)) != len(names):
         names = [f'{n} [{i + 1}]' for i, n in enumerate(names)]
     pooled, metas = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix='.stacks-') as tmp:
         for r in range(rounds):
             for arch in archs:
                 for python, name in zip(pythons, names):
