@@ -1,0 +1,273 @@
+"""Running an exported mmext detector (``tools/export_detector.py``) without PyTorch models:
+its metadata, mmdet's test-time resize and pad, the padded outputs back to image pixels, and a
+session on ONNX Runtime or OpenVINO.
+
+* :func:`read_metadata` -- the file's ``mmext`` metadata (a :class:`ConfigError` in one line for
+  any other file);
+* :func:`preprocess` -- a BGR uint8 image to the ``1 x 3 x H x W`` float32 input (mmcv's
+  ``imrescale`` keep-ratio resize to ``input_size``, bilinear, as mmdet's ``Resize``; bottom/right
+  padding to ``pad_size_divisor`` with ``pad_value``; normalised here only when the graph does not);
+* :func:`postprocess` -- one image's ``dets``/``labels`` rows to boxes in the original image;
+* :class:`DetectorSession` -- ``run`` a batch, ``predict`` a list of images.
+
+Only numpy and OpenCV are needed besides the backend (mmcv is used when present, for the very
+function mmdet's pipeline calls).
+"""
+import json
+import os.path as osp
+
+import numpy as np
+
+from mmext.errors import ConfigError, MmextError
+
+METADATA_KEY = 'mmext'
+BACKENDS = ('onnxruntime', 'openvino')
+PRECISIONS = ('fp32', 'bf16', 'int8')
+_HOW = 'export it with tools/export_detector.py'
+
+
+# ------------------------------------------------------------------------------ metadata
+def _metadata_props(path):
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            model = onnx.load(path, load_external_data=False)
+        except Exception as exc:  # onnx's DecodeError and friends
+            raise ConfigError(f'not an mmext detector export: {path!r} is not an ONNX file '
+                              f'({type(exc).__name__}); {_HOW}.') from None
+        return {p.key: p.value for p in model.metadata_props}
+    session = _ort_session(path, 1)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def read_metadata(path):
+    """The ``mmext`` metadata (dict) of an exported detector file."""
+    path = str(path)
+    if not osp.isfile(path):
+        raise ConfigError(f'exported detector {path!r} does not exist; {_HOW}.')
+    props = _metadata_props(path)
+    text = props.get(METADATA_KEY)
+    if text is None:
+        raise ConfigError(f'not an mmext detector export: {path!r} has no {METADATA_KEY!r} '
+                          f'metadata; {_HOW}.')
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or 'input_size' not in meta or 'classes' not in meta:
+        raise ConfigError(f'not an mmext detector export: the {METADATA_KEY!r} metadata of '
+                          f'{path!r} is not the detector contract\'s; {_HOW}.')
+    return meta
+
+
+# ------------------------------------------------------------------------------ images
+def _rescale(img, size_wh):
+    """mmcv's ``imrescale(img, (w, h), bilinear)``: largest keep-ratio size within the scale."""
+    try:
+        from mmcv import imrescale
+        return imrescale(img, tuple(size_wh), interpolation='bilinear', backend='cv2')
+    except ImportError:
+        import cv2
+        h, w = img.shape[:2]
+        long_edge, short_edge = max(size_wh), min(size_wh)
+        factor = min(long_edge / max(h, w), short_edge / min(h, w))
+        new = (int(w * float(factor) + 0.5), int(h * float(factor) + 0.5))
+        return cv2.resize(img, new, interpolation=cv2.INTER_LINEAR)
+
+
+def _resize(img, size_wh):
+    try:
+        from mmcv import imresize
+        return imresize(img, tuple(size_wh), interpolation='bilinear', backend='cv2')
+    except ImportError:
+        import cv2
+        return cv2.resize(img, tuple(size_wh), interpolation=cv2.INTER_LINEAR)
+
+
+def preprocess(image, meta):
+    """``(tensor 1 x 3 x Hp x Wp float32, info)`` for one BGR uint8 ``H x W x 3`` image.
+
+    ``info``: ``scale_factor`` (w_scale, h_scale), ``ori_shape`` (h, w), ``img_shape`` (h, w
+    after resize), ``pad_shape`` (h, w after padding).
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
+        raise ConfigError(f'an image for the detector is H x W x 3 (BGR), not of shape '
+                          f'{list(img.shape)}')
+    h, w = img.shape[:2]
+    in_h, in_w = (int(v) for v in meta['input_size'])
+    if meta.get('keep_ratio', True):
+        resized = _rescale(img, (in_w, in_h))
+    else:
+        resized = _resize(img, (in_w, in_h))
+    new_h, new_w = resized.shape[:2]
+    d = int(meta.get('pad_size_divisor', 1) or 1)
+    pad_h, pad_w = -(-new_h // d) * d, -(-new_w // d) * d
+    pad_value = np.asarray(meta.get('pad_value', 0), dtype=np.float32).reshape(-1)
+    out = np.empty((pad_h, pad_w, 3), dtype=np.float32)
+    out[...] = pad_value if pad_value.size in (1, 3) else pad_value[0]
+    out[:new_h, :new_w] = resized
+    if not meta.get('normalize_in_graph', True):
+        if meta.get('bgr_to_rgb'):
+            out = out[..., ::-1]
+        mean = np.asarray(meta['mean'], np.float32)
+        std = np.asarray(meta['std'], np.float32)
+        out = (out - mean) / std
+    tensor = np.ascontiguousarray(out.transpose(2, 0, 1)[None], dtype=np.float32)
+    info = dict(scale_factor=(new_w / w, new_h / h), ori_shape=(h, w),
+                img_shape=(new_h, new_w), pad_shape=(pad_h, pad_w))
+    return tensor, info
+
+
+def postprocess(dets, labels, info, score_thr=None):
+    """One image's ``dets (K, 5)``, ``labels (K,)`` (a leading batch of 1 is allowed) to
+    ``dict(bboxes (M, 4) float32, scores (M,), labels (M,))`` in the original image's pixels
+    (clipped to it), without the padding rows (label -1, or score ``<= score_thr``)."""
+    dets = np.asarray(dets, dtype=np.float32)
+    labels = np.asarray(labels)
+    if dets.ndim == 3 and dets.shape[0] == 1:
+        dets, labels = dets[0], labels[0]
+    if dets.ndim != 2 or dets.shape[-1] != 5 or labels.shape != dets.shape[:1]:
+        raise ConfigError(f'postprocess takes one image\'s dets (K, 5) and labels (K,), not '
+                          f'{list(dets.shape)} and {list(labels.shape)}')
+    keep = (labels >= 0) & (dets[:, 4] > (0.0 if score_thr is None else float(score_thr)))
+    w_scale, h_scale = info['scale_factor']
+    boxes = dets[keep, :4] / np.array([w_scale, h_scale, w_scale, h_scale], dtype=np.float32)
+    ori_h, ori_w = info['ori_shape']
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, ori_w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, ori_h)
+    return dict(bboxes=boxes.astype(np.float32), scores=dets[keep, 4].astype(np.float32),
+                labels=labels[keep].astype(np.int64))
+
+
+# ------------------------------------------------------------------------------ sessions
+def _ort_session(path, threads):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MmextError('onnxruntime is not installed: `pip install mmext[deploy]` (or '
+                         '`pip install onnxruntime`).') from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or 0)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ConfigError(f'ONNX Runtime cannot load {str(path)!r} ({type(exc).__name__}); '
+                          f'{_HOW}.') from None
+
+
+def _calibration_batches(meta, num=8):
+    """Preprocessed generated demo images (mmext.demo) at the export's input size."""
+    import tempfile
+    import cv2
+    from mmext.deploy.quantize import image_files
+    from mmext.demo import make_coco_demo
+    with tempfile.TemporaryDirectory(prefix='mmext_calib_') as root:
+        info = make_coco_demo(root, num_train=num, num_val=1, img_size=max(meta['input_size']),
+                              seed=0)
+        files = image_files(osp.join(info['data_root'], info['train_img_prefix']), num)
+        return [preprocess(cv2.imread(f, cv2.IMREAD_COLOR), meta)[0] for f in files]
+
+
+class DetectorSession:
+    """An exported detector on ``backend`` (``'onnxruntime'`` or ``'openvino'``).
+
+    ``precision``: ``'fp32'``; ``'bf16'`` on OpenVINO (the CPU plugin's
+    ``INFERENCE_PRECISION_HINT``); ``'int8'`` on ONNX Runtime (static QDQ int8 of the
+    convolutions and matrix products, calibrated on generated demo images, written to a
+    temporary file at creation). ``threads``: intra-op threads.
+    """
+
+    def __init__(self, path, backend='onnxruntime', precision='fp32', threads=1):
+        if backend not in BACKENDS:
+            raise ConfigError(f'unknown backend {backend!r}; choose from {", ".join(BACKENDS)}')
+        if precision not in PRECISIONS:
+            raise ConfigError(f'unknown precision {precision!r}; choose from '
+                              f'{", ".join(PRECISIONS)}')
+        if backend == 'onnxruntime' and precision == 'bf16':
+            raise ConfigError('bf16 is not offered on ONNX Runtime (its CPU kernels run fp32); '
+                              "use backend='openvino' for bf16.")
+        if backend == 'openvino' and precision == 'int8':
+            raise ConfigError("int8 is offered on ONNX Runtime only; use backend='onnxruntime' "
+                              'for int8 (or fp32/bf16 on OpenVINO).')
+        self.path, self.backend, self.precision = str(path), backend, precision
+        self.threads = int(threads or 1)
+        self.meta = read_metadata(self.path)
+        self._tmp = None
+        if backend == 'onnxruntime':
+            self._init_ort()
+        else:
+            self._init_openvino()
+
+    def _init_ort(self):
+        path = self.path
+        if self.precision == 'int8':
+            import tempfile
+            from mmext.deploy.quantize import quantize_onnx
+            _ort_session(path, 1)  # a broken file is reported as such, not as a quantizer error
+            self._tmp = tempfile.TemporaryDirectory(prefix='mmext_int8_')
+            int8 = osp.join(self._tmp.name, 'detector.int8.onnx')
+            images = np.concatenate(_calibration_batches(self.meta))
+            quantize_onnx(path, int8, images)
+            path = int8
+        session = _ort_session(path, self.threads)
+        names = [o.name for o in session.get_outputs()]
+        input_name = session.get_inputs()[0].name
+        self._run = lambda x: session.run(names[:2], {input_name: x})
+
+    def _init_openvino(self):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise MmextError('OpenVINO is not installed: `pip install mmext[openvino]` (or '
+                             '`pip install openvino`).') from None
+        config = {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
+                  'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
+                  'INFERENCE_NUM_THREADS': str(self.threads)}
+        try:
+            compiled = ov.Core().compile_model(self.path, 'CPU', config)
+        except Exception as exc:  # openvino's RuntimeError variants
+            raise MmextError(f'OpenVINO cannot compile {self.path!r} for the CPU with '
+                             f'{self.precision} ({type(exc).__name__}: '
+                             f'{str(exc).strip().splitlines()[0] if str(exc).strip() else ""})'
+                             ) from None
+        request = compiled.create_infer_request()
+        outputs = [o.get_any_name() for o in compiled.outputs]
+        order = [outputs.index(n) if n in outputs else i for i, n in enumerate(('dets', 'labels'))]
+
+        def run(x):
+            request.infer({0: x})
+            return [np.array(request.get_output_tensor(i).data) for i in order]
+
+        self._run = run
+
+    def run(self, batch):
+        """``(dets (N, K, 5) float32, labels (N, K) int64)`` for an ``N x 3 x H x W`` batch."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ConfigError(f'the detector takes an N x 3 x H x W batch, not shape '
+                              f'{list(x.shape)}')
+        dets, labels = self._run(x)
+        return np.asarray(dets, np.float32), np.asarray(labels).astype(np.int64)
+
+    def predict(self, images, score_thr=None):
+        """:func:`postprocess` dicts for a list of BGR uint8 images (one run per image: each
+        has its own padded size)."""
+        results = []
+        for image in images:
+            x, info = preprocess(image, self.meta)
+            dets, labels = self.run(x)
+            results.append(postprocess(dets[0], labels[0], info, score_thr))
+        return results
+
+    def close(self):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
