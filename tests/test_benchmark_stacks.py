@@ -16,18 +16,20 @@ def test_rounds_alternate_between_stacks_and_rows_pool_them(tmp_path):
                                 extra_args=['--tiny', '--no-peaks'],
                                 log=lambda msg, flush=True: logged.append(msg))
     first, second = meta['stacks']
-    assert first != second and first.startswith('torch ')
-    assert [m.split(' on ')[1] for m in logged] == [first, second, first, second]
-    assert [(r['arch'], r['mode']) for r in rows] == [('shvit_s1', 'eager'), ('shvit_s1', 'deploy')]
-    for row in rows:
-        assert row[f'{first} ms'] > 0 and row[f'{second} ms'] > 0
-        assert row[f'{second} / {first}'] == pytest.approx(row[f'{second} ms'] / row[f'{first} ms'])
-    for name in (first, second):  # 3 timed runs per --tiny round, pooled over both rounds
-        assert meta['per_stack'][name]['tiny'] is True
+    assert first != second and first.startswith('torch-')
+    assert [m.split(' on ')[1].replace(' ', '-') for m in logged] == [first, second, first, second]
+    assert [(r['arch'], r['mode'], r['stack']) for r in rows] == [
+        ('shvit_s1', 'eager', first), ('shvit_s1', 'eager', second),
+        ('shvit_s1', 'deploy', first), ('shvit_s1', 'deploy', second)]
+    for a, b in zip(rows[::2], rows[1::2]):
+        assert a['status'] == b['status'] == 'ok' and a['median_ms'] > 0 and b['median_ms'] > 0
+        assert a['runs'] == b['runs'] == 6  # 3 timed runs per --tiny round, pooled over 2 rounds
+        assert a['ratio'] == 1 and b['ratio'] == pytest.approx(b['median_ms'] / a['median_ms'])
+    assert meta['torch'] and meta['cpu'] and meta['date']
     json_path, md_path = write_comparison(rows, meta, str(tmp_path / 'stacks.json'))
     assert json.load(open(json_path))['rows'] == json.loads(json.dumps(rows))
     text = open(md_path).read()
-    assert f'{second} / {first}' in text and 'AMD' in text or 'Intel' in text or 'cpu:' in text
+    assert f'| {second} / {first} |' in text and f'| shvit_s1 | deploy |' in text
 
 
 def test_an_interpreter_without_torch_is_one_error(tmp_path):

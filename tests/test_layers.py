@@ -100,7 +100,9 @@ def test_onednn_fused_ops_equal_the_plain_ops(dtype):
     """linear_add / conv_add / matmul / linear_gelu / conv_gelu compute the plain expression
     and, in inference on the CPU, as the single fused oneDNN op (no separate add, no addmm);
     where the op cannot take the case (stride 2, another memory format) the plain ops run."""
+    from mmext import compat
     from mmext.models import onednn
+    assert compat.onednn_fused(dtype), compat.onednn_status(dtype)  # probed here, not in _ran
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     torch.manual_seed(0)
     lin = nn.Linear(36, 20).to(dtype)

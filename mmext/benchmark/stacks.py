@@ -68,43 +68,56 @@ def compare_stacks(pythons, archs, protocol='cpu_throughput', modes=('eager', 'd
                             entry['status'] = row['status']
     rows = []
     for (arch, proto, mode), per_stack in pooled.items():
-        row = dict(arch=arch, protocol=proto, mode=mode)
+        base = None
         for name in names:
             entry = per_stack.get(name)
-            ok = entry is not None and entry['status'] == 'ok' and entry['times']
-            row[f'{name} ms'] = (statistics.median(entry['times']) if ok else
-                                 entry['status'] if entry else 'not run')
-            row[f'{name} of peak'] = (statistics.median(entry['fractions'])
-                                      if ok and entry['fractions'] else None)
-        first = row[f'{names[0]} ms']
-        for name in names[1:]:
-            ms = row[f'{name} ms']
-            ok = isinstance(ms, float) and isinstance(first, float)
-            row[f'{name} / {names[0]}'] = ms / first if ok else None
-        rows.append(row)
-    meta = dict(stacks=names, pythons=list(pythons), rounds=rounds, protocol=protocol,
-                modes=list(modes), command=' '.join(sys.argv), per_stack=metas)
+            ok = entry is not None and entry['status'] == 'ok' and bool(entry['times'])
+            ms = statistics.median(entry['times']) if ok else None
+            base = ms if name == names[0] else base
+            rows.append(dict(
+                arch=arch, protocol=proto, mode=mode, stack=name.replace(' ', '-'),
+                torch=metas[name]['torch'], median_ms=ms,
+                peak_fraction=(statistics.median(entry['fractions'])
+                               if ok and entry['fractions'] else None),
+                ratio=ms / base if ms is not None and base else None,
+                runs=len(entry['times']) if entry else 0,
+                status=entry['status'] if entry else 'not run'))
+    first = metas[names[0]]
+    meta = dict(stacks=[n.replace(' ', '-') for n in names], pythons=list(pythons),
+                rounds=rounds, protocol=protocol, modes=list(modes),
+                command=' '.join(['python', *sys.argv]), date=first.get('date'),
+                cpu=first.get('cpu'), torch=first.get('torch'),
+                per_stack={n.replace(' ', '-'): m for n, m in metas.items()})
     return rows, meta
 
 
 def to_markdown(rows, meta):
+    """One line per (arch, mode): each stack's median ms and fraction of its peak, and the
+    ratio of each later stack's time to the first's."""
     names = meta['stacks']
-    first = meta['per_stack'][names[0]]
     lines = ['# Backbone benchmark on several torch stacks (interleaved)', '',
-             f'- date: {first.get("date")}', f'- cpu: {first.get("cpu")}',
+             f'- date: {meta.get("date")}', f'- cpu: {meta.get("cpu")}',
              f'- protocol: {meta["protocol"]}, {meta["rounds"]} interleaved rounds',
              f'- command: `{meta["command"]}`']
     for name in names:
-        peaks = meta['per_stack'][name].get('peaks') or {}
-        for key, p in peaks.items():
+        for key, p in (meta['per_stack'][name].get('peaks') or {}).items():
             lines.append(f'- {name} GEMM peak ({key}): fp32 {p.get("fp32")} GFLOP/s, '
                          f'bf16 {p.get("bf16")} GFLOP/s')
     lines.append('')
+    wide = {}
+    for row in rows:
+        line = wide.setdefault((row['arch'], row['mode']),
+                               dict(arch=row['arch'], mode=row['mode']))
+        name = row['stack']
+        line[f'{name} ms'] = row['median_ms'] if row['status'] == 'ok' else row['status']
+        line[f'{name} of peak'] = row['peak_fraction']
+        if name != names[0]:
+            line[f'{name} / {names[0]}'] = row['ratio']
     columns = [('arch', 'arch'), ('mode', 'mode')]
     for name in names:
         columns += [(f'{name} ms', f'{name} ms'), (f'{name} of peak', f'{name} of peak')]
     columns += [(f'{n} / {names[0]}', f'{n} / {names[0]}') for n in names[1:]]
-    lines += markdown_table(rows, columns)
+    lines += markdown_table(list(wide.values()), columns)
     return '\n'.join(lines) + '\n'
 
 
