@@ -123,7 +123,8 @@ def cache(tmp_path, monkeypatch):
 
 class TrickleServer:
     """Announces a 1 MB file, then sends one byte every 50 ms: never silent long enough for a
-    read timeout, never done."""
+    read timeout, and not done for hours (it hangs up after 15 s, so that a download without a
+    deadline fails the test instead of hanging it)."""
 
     def __init__(self):
         self.stop = threading.Event()
@@ -134,8 +135,9 @@ class TrickleServer:
                 self.send_response(200)
                 self.send_header('Content-Length', str(1 << 20))
                 self.end_headers()
+                end = time.monotonic() + 15
                 try:
-                    while not server.stop.wait(0.05):
+                    while not server.stop.wait(0.05) and time.monotonic() < end:
                         self.wfile.write(b'\x80')
                         self.wfile.flush()
                 except OSError:  # the client hung up

@@ -22,6 +22,9 @@ from tests.safety_helpers import (file_size_limit, files_in, one_line_error,  # 
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')
 
+CFG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'retinanet',
+               'shvit_s1_fpn_1x_coco.py')
+
 
 @pytest.fixture(scope='module')
 def tiny_cfg(tmp_path_factory, coco_demo):
@@ -109,19 +112,29 @@ def test_test_names_deploy_for_fused_and_unfused_mismatches(tiny_cfg, checkpoint
 
 
 # ------------------------------------------------------------------------------------ demo.py
+#: a demo that would take seconds, were it not refused
+TINY_DEMO = ['--config', CFG, '--epochs', '1', '--num-train', '2', '--num-val', '1',
+             '--img-size', '64', '--batch-size', '2']
+
+
 def test_demo_holds_the_work_dir_lock(tmp_path, capsys):
     work, data = tmp_path / 'work', tmp_path / 'data'
     with WorkDirLock(work):  # a live run (this process) holds it
-        err = one_line_error(capsys, 'demo', ['--work-dir', str(work), '--data-root', str(data)])
+        err = one_line_error(capsys, 'demo', TINY_DEMO + ['--work-dir', str(work),
+                                                          '--data-root', str(data)])
     assert 'is in use by a live run' in err and str(os.getpid()) in err
     assert not data.exists()  # refused before generating anything
 
 
-def test_demo_refuses_an_unwritable_data_root(tmp_path, readonly_dir, capsys):
-    err = one_line_error(capsys, 'demo', ['--work-dir', str(tmp_path / 'work'),
-                                          '--data-root', str(readonly_dir / 'coco')])
+def test_demo_refuses_an_unwritable_work_dir_or_data_root(tmp_path, readonly_dir, capsys):
+    err = one_line_error(capsys, 'demo', TINY_DEMO + ['--work-dir', str(tmp_path / 'work'),
+                                                      '--data-root', str(readonly_dir / 'coco')])
     assert 'data folder (--data-root)' in err
     assert not osp.exists(tmp_path / 'work' / LOCK_NAME)
+    err = one_line_error(capsys, 'demo', TINY_DEMO + ['--work-dir', str(readonly_dir / 'work'),
+                                                      '--data-root', str(tmp_path / 'coco')])
+    assert 'cannot write into the work dir' in err and '--work-dir' in err
+    assert not osp.exists(tmp_path / 'coco')
 
 
 # --------------------------------------------------------------------------------- benchmarks
@@ -146,8 +159,7 @@ def test_benchmark_out_that_cannot_be_written_is_refused_before_running(tool, tm
                                                                        capsys):
     (tmp_path / 'a_file').write_text('keep')
     first = ['--archs', 'shvit_s1', '--tiny'] if tool == 'benchmark_backbone' else \
-        [osp.join(osp.dirname(osp.dirname(__file__)), 'configs', 'retinanet',
-                  'shvit_s1_fpn_1x_coco.py')]
+        [CFG, '--shape', '64', '64']
     for out, says in ((tmp_path / 'a_file' / 'b.json', 'is a file, not a folder'),
                       (tmp_path / 'a_file', 'does not end in .json')):
         with pytest.raises(SystemExit):
@@ -166,10 +178,6 @@ def test_summarize_into_a_read_only_folder(tmp_path, readonly_dir):
 
 
 # --------------------------------------------------------------------------- apis: arguments
-CFG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'retinanet',
-               'shvit_s1_fpn_1x_coco.py')
-
-
 @pytest.mark.parametrize('name, args, kwargs, says', [
     ('train', (CFG, ), dict(work_dir=3), 'work_dir must be a path'),
     ('train', (CFG, ), dict(amp='no'), 'amp must be True or False'),
