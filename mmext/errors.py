@@ -91,8 +91,9 @@ def run_cli(main, *args, **kwargs):
     arguments, so every tool accepts it) or ``MMEXT_DEBUG=1`` prints the full traceback first.
     ``main`` gets ``args``/``kwargs`` as given; a list as first argument is an argv and loses
     ``--debug`` too. An ``OSError`` of a path that cannot be written (read-only, full disk, a
-    file where a folder should be: :data:`WRITE_ERRNOS`) is one line too, naming the path;
-    Ctrl-C is ``error: interrupted`` (exit 130).
+    file where a folder should be: :data:`WRITE_ERRNOS`) is one line too, naming the path, as
+    is an ``OSError`` without an errno (a library's message, e.g. mmengine's about a config
+    file's type); Ctrl-C is ``error: interrupted`` (exit 130).
     """
     debug = debug_requested()
     if DEBUG_FLAG in sys.argv[1:]:
@@ -104,9 +105,12 @@ def run_cli(main, *args, **kwargs):
         return main(*args, **kwargs)
     except MmextError as exc:
         _fail(f'error: {exc}', debug)
-    except OSError as exc:  # writing somewhere the disk or the permissions do not allow
-        if exc.errno not in WRITE_ERRNOS:
+    except OSError as exc:
+        if exc.errno is None:  # a library's message about a file (mmengine: a config's type)
+            _fail(f'error: {exc}', debug)
+        if exc.errno not in WRITE_ERRNOS:  # e.g. a missing file mmext did not check: a bug
             raise
+        # writing somewhere the disk or the permissions do not allow
         where = f'{exc.filename}: ' if exc.filename else ''
         _fail(f'error: {where}{exc.strerror or exc}; {os_error_hint(exc)}.', debug)
     except KeyboardInterrupt:

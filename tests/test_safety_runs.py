@@ -229,3 +229,22 @@ def test_run_cli_write_errors_and_ctrl_c_are_one_line(tmp_path, capsys):
         assert err.startswith('error: ') and says in err and err.count('\n') == 1, err
     with pytest.raises(FileNotFoundError):  # not a write problem: a bug, with its traceback
         run_cli(lambda: open(tmp_path / 'missing.txt'))
+    # an OSError without errno: a library's message (mmengine on a config that is no config)
+    (tmp_path / 'config.txt').write_text('lr = 0.1')
+    err = one_line_error(capsys, 'train', [str(tmp_path / 'config.txt'), '--work-dir',
+                                           str(tmp_path / 'work')])
+    assert 'Only py/yml/yaml/json type are supported' in err
+
+
+def test_small_hostile_inputs_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('MMEXT_CACHE_DIR', str(tmp_path / 'cache'))
+    (tmp_path / 'a_file').write_text('')
+    err = one_line_error(capsys, 'demo', TINY_DEMO + ['--work-dir', str(tmp_path / 'a_file'),
+                                                      '--data-root', str(tmp_path / 'd')])
+    assert 'is a file, not a folder' in err
+    err = one_line_error(capsys, 'export_onnx', ['SHViT', 's1', str(tmp_path / 'm.onnx'),
+                                                 '--tol', 'nan'])
+    assert '--tol must be a positive number' in err
+    err = one_line_error(capsys, 'download_weights', ['shvit_s1', '--out', str(tmp_path / 'w'),
+                                                      '--mirror', 'not-a-url'])
+    assert 'Could not download not-a-url/shvit_s1.pth' in err

@@ -43,12 +43,15 @@ def main(argv=None):
         raise ConfigError(f'--deadline must be a positive number of seconds, not '
                           f'{args.deadline:g}.')
     writable_folder(args.out, 'output folder (--out)')  # before any download
+    names = expand_names(args.models)
     failures = []
-    for name in expand_names(args.models):
+    for name in names:
         try:
             path, layout, count = prepare_weights(name, args.out, mirror=args.mirror,
                                                   force=args.force, deadline=args.deadline)
         except MmextError as exc:
+            if len(names) == 1:  # its own one error line
+                raise
             print(f'error: {name}: {exc}', file=sys.stderr)
             failures.append(name)
             continue

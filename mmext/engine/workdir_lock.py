@@ -70,6 +70,9 @@ class WorkDirLock:
         try:
             os.makedirs(self.work_dir, exist_ok=True)
             return self._create()
+        except (FileExistsError, NotADirectoryError):
+            raise OutputError(f'the work dir {self.work_dir!r} is a file, not a folder (or part '
+                              'of its path is); pass another --work-dir.') from None
         except OSError as exc:
             raise OutputError(f'cannot write into the work dir {self.work_dir!r} '
                               f'({exc.strerror or exc}; {os_error_hint(exc)}); pass another '
