@@ -338,6 +338,42 @@ def test_fuse_gives_the_same_detections(tiny, tmp_path):
     np.testing.assert_allclose(fused['scores'][:5], ref['scores'][:5], atol=1e-3)
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings('ignore:dataset_meta or class names')
+def test_two_stage_with_masks(coco_demo, tiny, tmp_path):
+    """Mask R-CNN: timed as one ``predict`` (no single-stage split); boxes as mmdet's, masks
+    written as COCO RLE of the original image's size, as DetInferencer writes them."""
+    import torch
+    from pycocotools import mask as mask_utils
+    from mmdet.apis import inference_detector, init_detector
+    from mmext.compat import weights_only_checkpoints
+    from .runtime_helpers import config_path, det_overrides, save_training_checkpoint, \
+        write_config
+    data = dict(coco_demo, img_size=96)
+    cfg = write_config(tmp_path / 'mask.py', config_path('mask_rcnn/shvit_s1_fpn_1x_coco.py'),
+                       det_overrides(data, 'mask_rcnn', width=32))
+    torch.manual_seed(0)
+    ckpt = save_training_checkpoint(tmp_path / 'mask.pth', build_config_model(cfg))
+    img = tiny['images'][0]
+    from mmext.apis import predict
+    result = predict(cfg, img, checkpoint=ckpt, out_dir=str(tmp_path / 'out'), score_thr=0.0,
+                     progress=False, verbose=False)
+    (pred,) = result['predictions']
+    with weights_only_checkpoints():
+        reference = init_detector(cfg, ckpt, device='cpu')
+    inst = inference_detector(reference, img).pred_instances
+    assert pred['labels'] == inst.labels.tolist()
+    np.testing.assert_allclose(pred['bboxes'], inst.bboxes.numpy(), rtol=1e-5, atol=1e-3)
+    stem = osp.splitext(osp.basename(img))[0]
+    saved = json.loads((tmp_path / 'out' / 'preds' / f'{stem}.json').read_text())
+    assert sorted(saved) == ['bboxes', 'labels', 'masks', 'scores']
+    assert len(saved['masks']) == len(saved['labels']) > 0
+    decoded = mask_utils.decode([dict(m, counts=m['counts'].encode()) for m in saved['masks']])
+    assert decoded.shape[:2] == (coco_demo['img_size'], coco_demo['img_size'])
+    np.testing.assert_array_equal(decoded.transpose(2, 0, 1), inst.masks.numpy())
+    assert all(v > 0 for v in result['speed'].values())
+
+
 # ------------------------------------------------------------------------- exported detectors
 def _export_function():
     """``export_detector`` (config, checkpoint, out, ...) where this checkout has it."""
