@@ -4,6 +4,7 @@
 * :func:`run_demo` -- ``make demo``: generated data, a short training, AP and backbone latency;
 * :func:`build_backbone`, :func:`export_backbone` -- an mmext backbone by family and arch, fused,
   and its ONNX export (verified with ONNX Runtime);
+* :func:`export_detector` -- a whole single-stage detector (decoding and NMS included) to ONNX;
 * :func:`run_benchmark`, :func:`measure_latency` -- backbone speed;
 * :func:`get_flops`, :func:`summarize` -- complexity and result summaries;
 * :func:`predict` -- a detector (config + checkpoint, or an exported ``.onnx``) on images,
@@ -23,6 +24,7 @@ from mmext.analysis.summarize import summarize as _summarize
 from mmext.apis.checks import checked
 from mmext.apis.demo import run_demo
 from mmext.apis.evaluation import test
+from mmext.apis.export_detector import export_detector as _export_detector
 from mmext.apis.predict import predict as _predict
 from mmext.apis.training import train
 from mmext.benchmark import measure_latency as _measure_latency
@@ -60,6 +62,11 @@ def export_backbone(*args, **kwargs):
     return info
 
 
+export_detector = checked(
+    config='config', checkpoint='path', out='path', input_size='ints', normalize_in_graph='bool',
+    dynamic='bool', opset='int', force='bool', cfg_options='dict')(_export_detector)
+
+
 @checked(work_dirs='paths', benchmark='paths', out_dir='path', latency_protocol='str',
          latency_mode='str', include_paper='bool', latest_only='bool', make_plot='bool',
          allow_empty='bool', detector_part='str', detector_mode='str')
@@ -82,4 +89,4 @@ predict = checked(model='config', source='paths', checkpoint='path', out_dir='pa
                   verbose='bool')(_predict)
 
 __all__ = ['train', 'test', 'run_demo', 'build_backbone', 'export_backbone', 'run_benchmark',
-           'measure_latency', 'get_flops', 'summarize', 'predict']
+           'measure_latency', 'get_flops', 'summarize', 'predict', 'export_detector']

@@ -70,18 +70,26 @@ def export_detector(config, checkpoint, out, input_size=None, normalize_in_graph
     """
     import time
 
-    from mmext.deploy.detector_export import export_detector_model
+    from mmext.checkpoints.files import check_output_file
+    from mmext.deploy.detector_export import check_single_stage, export_detector_model
     from mmext.engine.checkpoint_check import check_state_dict_fits, read_training_checkpoint
     from mmext.engine.config import build_config_model
 
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
+    if not str(out).lower().endswith('.onnx'):
+        raise ConfigError(f'the output {str(out)!r} does not end in .onnx; give an output file '
+                          'named <name>.onnx.')
     start = time.perf_counter()
     resolved = _resolve_config(config)
+    # refused before minutes of work: an existing output without force, an input as output
+    check_output_file(out, force=force, what='output',
+                      inputs=tuple(p for p in (checkpoint, resolved) if isinstance(p, str)))
     detector, codebase, cfg = build_config_model(resolved, cfg_options)
     if codebase != 'mmdet':
         raise ConfigError(f'{config} is an {codebase} config; the detector export takes mmdet '
                           'single-stage detectors (RTMDet, YOLOX, RetinaNet).')
+    check_single_stage(detector)
     obj = None
     if checkpoint is not None:
         if not osp.isfile(str(checkpoint)):

@@ -163,6 +163,13 @@ def fuse_for_deploy(detector):
     return detector
 
 
+def check_single_stage(detector):
+    if not hasattr(detector, 'bbox_head') or not hasattr(detector, 'extract_feat'):
+        raise ConfigError(f'{type(detector).__name__} is not a single-stage detector; the '
+                          'detector export supports RTMDet, YOLOX and RetinaNet heads.')
+    head_candidates(detector.bbox_head, {})  # an unsupported head is refused here
+
+
 class DetectorWrapper(nn.Module):
     """``input (N, 3, H, W)`` -> ``dets (N, K, 5)``, ``labels (N, K)`` as the file contract says.
 
@@ -175,9 +182,7 @@ class DetectorWrapper(nn.Module):
 
     def __init__(self, detector, settings, normalize_in_graph=True):
         super().__init__()
-        if not hasattr(detector, 'bbox_head') or not hasattr(detector, 'extract_feat'):
-            raise ConfigError(f'{type(detector).__name__} is not a single-stage detector; the '
-                              'detector export supports RTMDet, YOLOX and RetinaNet.')
+        check_single_stage(detector)
         self.detector = detector
         self.candidates = head_candidates(detector.bbox_head, settings['test_cfg'])
         self.normalize = bool(normalize_in_graph) and settings['mean'] is not None
@@ -358,6 +363,7 @@ def export_detector_model(detector, cfg, out, classes, input_size=None,
         raise ConfigError(f'opset {opset} is too old (NonMaxSuppression with these inputs needs '
                           '11); use 17.')
     path = check_output_file(out, force=force, inputs=inputs, what='output')
+    check_single_stage(detector)
     exporter = choose_exporter('torchscript')
     settings = detector_settings(cfg, detector, input_size)
     if len(classes) != int(detector.bbox_head.num_classes):

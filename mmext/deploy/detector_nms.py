@@ -19,28 +19,40 @@ NMS through the coordinate-offset trick (each class moved ``label * (max coordin
 ``max`` over the valid candidates, as mmdet does), or class-agnostic, followed by the
 ``max_per_img`` best kept ones, padded to exactly ``K`` rows (score 0, label -1, box 0).
 """
+import numpy as np
 import torch
 
 
-def _iou_one_to_many(box, boxes):
-    """IoU of ``box (4,)`` with ``boxes (M, 4)`` as ONNX Runtime's NonMaxSuppression computes it."""
-    x_min = torch.minimum(box[0], box[2])
-    x_max = torch.maximum(box[0], box[2])
-    y_min = torch.minimum(box[1], box[3])
-    y_max = torch.maximum(box[1], box[3])
-    bx_min = torch.minimum(boxes[:, 0], boxes[:, 2])
-    bx_max = torch.maximum(boxes[:, 0], boxes[:, 2])
-    by_min = torch.minimum(boxes[:, 1], boxes[:, 3])
-    by_max = torch.maximum(boxes[:, 1], boxes[:, 3])
-    iw = torch.minimum(x_max, bx_max) - torch.maximum(x_min, bx_min)
-    ih = torch.minimum(y_max, by_max) - torch.maximum(y_min, by_min)
-    inter = iw * ih
-    area = (x_max - x_min) * (y_max - y_min)
-    areas = (bx_max - bx_min) * (by_max - by_min)
-    union = area + areas - inter
-    ok = (iw > 0) & (ih > 0) & (inter > 0) & (area > 0) & (areas > 0) & (union > 0)
-    iou = inter / torch.where(ok, union, torch.ones_like(union))
-    return torch.where(ok, iou, torch.zeros_like(iou))
+def _greedy(boxes, iou_threshold, max_out):
+    """Positions kept by greedy NMS of ``boxes`` (``(M, 4)`` float32 numpy, sorted by descending
+    score), computed as ONNX Runtime's CPU kernel does (float32, corners as min/max)."""
+    x1 = np.minimum(boxes[:, 0], boxes[:, 2])
+    x2 = np.maximum(boxes[:, 0], boxes[:, 2])
+    y1 = np.minimum(boxes[:, 1], boxes[:, 3])
+    y2 = np.maximum(boxes[:, 1], boxes[:, 3])
+    area = (x2 - x1) * (y2 - y1)
+    n = boxes.shape[0]
+    alive = np.ones(n, dtype=bool)
+    kept, pos = [], 0
+    while len(kept) < max_out:
+        ahead = np.flatnonzero(alive[pos:])
+        if not len(ahead):
+            break
+        i = pos + int(ahead[0])
+        kept.append(i)
+        pos = i + 1
+        if area[i] <= 0:
+            continue  # suppresses nothing
+        rest = slice(pos, n)
+        iw = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])
+        ih = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])
+        inter = iw * ih
+        union = area[i] + area[rest] - inter
+        # IoU 0 (no suppression) without a positive intersection, area or union
+        ok = (iw > 0) & (ih > 0) & (inter > 0) & (area[rest] > 0) & (union > 0)
+        iou = inter / np.where(ok, union, np.float32(1))
+        alive[rest] &= ~(ok & (iou > np.float32(iou_threshold)))
+    return kept
 
 
 def nms_eager(boxes, scores, max_output_boxes_per_class, iou_threshold, score_threshold):
@@ -55,19 +67,11 @@ def nms_eager(boxes, scores, max_output_boxes_per_class, iou_threshold, score_th
             if max_out <= 0 or cand.numel() == 0:
                 continue
             order = cand[torch.sort(s[cand], descending=True, stable=True)[1]]
-            kept = []
-            while order.numel() and len(kept) < max_out:
-                i = order[0]
-                kept.append(i)
-                rest = order[1:]
-                if rest.numel() == 0:
-                    break
-                iou = _iou_one_to_many(boxes[b, i], boxes[b, rest])
-                order = rest[~(iou > iou_threshold)]
-            if kept:
-                idx = torch.stack(kept)
-                rows.append(torch.stack([torch.full_like(idx, b), torch.full_like(idx, c), idx],
-                                        dim=1))
+            sorted_boxes = boxes[b, order].detach().cpu().float().numpy()
+            idx = order[torch.as_tensor(_greedy(sorted_boxes, iou_threshold, max_out),
+                                        dtype=torch.int64, device=order.device)]
+            rows.append(torch.stack([torch.full_like(idx, b), torch.full_like(idx, c), idx],
+                                    dim=1))
     if not rows:
         return boxes.new_zeros((0, 3), dtype=torch.int64)
     return torch.cat(rows).to(torch.int64)
