@@ -50,8 +50,8 @@ def main(argv=None):
     parser.add_argument('--static', action='store_true', help='fixed input shape (first size)')
     parser.add_argument('--force', action='store_true', help='replace an existing .onnx file')
     args = parser.parse_args(argv)
-    if not 0 < args.tol < float('inf'):
-        raise ConfigError(f'--tol must be a positive number, not {args.tol:g}.')
+    if not 0 <= args.tol < float('inf'):
+        raise ConfigError(f'--tol must be a number >= 0, not {args.tol:g}.')
 
     from mmext.apis import export_backbone
     info = export_backbone(args.type, args.arch, args.out, checkpoint=args.checkpoint,
