@@ -97,6 +97,14 @@ def test_convert_on_a_full_disk_leaves_no_partial_file(shvit_s1_file, tmp_path, 
     assert (out / 'old.pth').read_bytes() == b'old contents'
 
 
+def test_an_onnx_export_gets_normal_permissions(tmp_path, capsys, umask_022):
+    pytest.importorskip('onnxruntime')
+    out = tmp_path / 'shvit_s1.onnx'
+    run_cli(load_tool('export_onnx').main, ['SHViT', 's1', str(out), '--sizes', '64'])
+    assert files_in(tmp_path) == ['shvit_s1.onnx']
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o644)  # not its temporary file's 0600
+
+
 @pytest.mark.parametrize('content, says', [
     (b'hello world\n', "a text file (its first line: 'hello world')"),
     (b'<!DOCTYPE html><html><body>404</body></html>', 'an HTML page'),

@@ -7,7 +7,6 @@ the content goes to a temporary file in the target's folder, which replaces the 
 A full disk or a read-only folder then leaves the target as it was and no temporary file
 behind, and raises one :class:`~mmext.errors.OutputError` naming the path and what to do.
 """
-import errno
 import io
 import os
 import os.path as osp
@@ -122,7 +121,3 @@ def save_tensors(obj, path, what='checkpoint'):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()), what=what)
-
-
-def is_disk_full(exc):
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
