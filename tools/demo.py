@@ -5,6 +5,7 @@
 Without ``--config``: Mask R-CNN + SHViT-S4. Any mmext detection config works (mask_rcnn/,
 retinanet/, rtmdet/, yolox/): its model is kept, data, image size and schedule are shrunk for a
 CPU (see mmext.apis.demo). Prints ``mmext demo: bbox AP = ...`` and the backbone's latency.
+Like tools/train.py it holds its work dir while it runs (a second run on it is refused).
 """
 import argparse
 import os.path as osp

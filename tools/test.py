@@ -4,7 +4,10 @@
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm] [--debug]
 
 A checkpoint that does not fit the config's model (another arch, family or head size) is
-refused before testing. Bad input ends in one `error: ...` line and exit code 2.
+refused before testing; one saved with a fused backbone (after switch_to_deploy) needs
+--cfg-options model.backbone.deploy=True, and an unfused one for a deploy=True config is tested
+without deploy=True and with --fuse (the error says which). Bad input ends in one
+`error: ...` line and exit code 2.
 """
 import argparse
 import os
