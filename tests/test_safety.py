@@ -185,6 +185,34 @@ def test_a_trickling_download_stops_at_its_deadline(cache, monkeypatch):
         load_pretrained(SHViT('s1'), server.url)
 
 
+class HangUpServer(TrickleServer):
+    """Announces 1000 bytes, sends the first 500 of a checkpoint, closes the connection."""
+
+    def __init__(self):
+        super().__init__()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header('Content-Length', '1000')
+                self.end_headers()
+                self.wfile.write(b'PK\x03\x04' + bytes(496))
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd.RequestHandlerClass = Handler
+
+
+def test_a_download_cut_short_is_never_cached(cache):
+    with HangUpServer() as server:
+        with pytest.raises(CheckpointError) as info:
+            load_pretrained(SHViT('s1'), server.url)
+    assert 'stopped after 500 of 1000 bytes (the connection closed)' in str(info.value)
+    assert files_in(cache) == []
+
+
 def test_an_html_page_is_named_and_never_cached(shvit_s1_file, cache, umask_022):
     page = b'<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>'
     with FileServer({'/weights/shvit_s1.pth': page}) as server:

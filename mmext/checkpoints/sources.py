@@ -179,6 +179,10 @@ class _DeadlinePassed(Exception):
     pass
 
 
+class _Truncated(Exception):
+    """The connection closed before the announced Content-Length arrived."""
+
+
 def _open_part_file(dst):
     """A temporary file next to ``dst`` (in the cache): ``(fd, path)``."""
     folder = os.path.dirname(os.path.abspath(dst))
@@ -195,15 +199,19 @@ def _open_part_file(dst):
 def _fetch(url, out, timeout, deadline, digest):
     """Copy ``url`` into the open file ``out``; returns the Content-Type. Reads what has arrived
     (``read1``), so the deadline is looked at after every read, however slow the bytes come."""
-    start = time.monotonic()
+    start, got = time.monotonic(), 0
     request = urllib.request.Request(url, headers={'User-Agent': 'mmext'})
     with urllib.request.urlopen(request, timeout=timeout) as response:
+        announced = response.headers.get('Content-Length')
         while True:
             if time.monotonic() - start > deadline:
                 raise _DeadlinePassed()
             chunk = response.read1(_CHUNK)
-            if not chunk:
+            if not chunk:  # http.client does not tell a closed connection from the end
+                if announced and announced.isdigit() and got != int(announced):
+                    raise _Truncated(f'{got} of {announced} bytes')
                 return response.headers.get('Content-Type')
+            got += len(chunk)
             try:
                 out.write(chunk)
             except OSError as exc:
@@ -241,6 +249,11 @@ def download(url, dst, sha256=None, timeout=None, deadline=None, validate=None):
             f'The download of {url} did not finish within its deadline of {deadline:g} s '
             f'({size} bytes had arrived; MMEXT_DOWNLOAD_DEADLINE changes the deadline). Nothing '
             f'was written to {dst}. {_by_hand(url, dst)}') from None
+    except _Truncated as exc:
+        _remove(tmp)
+        raise CheckpointError(
+            f'The download of {url} stopped after {exc} (the connection closed); nothing was '
+            f'kept in the cache ({dst}). Try again. {_by_hand(url, dst)}') from None
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError,
             ValueError) as exc:
         _remove(tmp)
