@@ -50,6 +50,10 @@ def test_resume_refuses_an_empty_work_dir(tiny_cfg, tmp_path, capsys):
     err = one_line_error(capsys, 'train', [tiny_cfg, '--work-dir', str(work), '--resume'])
     assert 'holds no checkpoint to resume from' in err and 'drop --resume' in err
     assert files_in(work) == []  # no log folder, no run
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))  # deleted since
+    err = one_line_error(capsys, 'train', [tiny_cfg, '--work-dir', str(work), '--resume'])
+    assert 'names ' + str(work / 'epoch_3.pth') + ', which does not exist' in err
+    assert files_in(work) == ['last_checkpoint']
 
 
 def test_train_and_test_refuse_an_unwritable_work_dir(tiny_cfg, tmp_path, readonly_dir,

@@ -81,11 +81,17 @@ def check_work_dir(cfg, overwrite=False):
         CheckpointError: ``--resume`` without a value, and no checkpoint in the work dir.
     """
     if cfg.get('resume') and not cfg.get('load_from'):
-        if resume_checkpoint(cfg) is None:
+        latest = resume_checkpoint(cfg)
+        if latest is None:
             raise CheckpointError(
                 f'--resume: the work dir {cfg.work_dir!r} holds no checkpoint to resume from; '
                 'pass the checkpoint (--resume PATH), the work dir of the run to continue '
                 '(--work-dir), or drop --resume to start a new run.')
+        if not is_remote(latest) and not osp.isfile(latest):
+            raise CheckpointError(
+                f'--resume: {osp.join(cfg.work_dir, "last_checkpoint")} names {latest}, which '
+                'does not exist (deleted or moved); pass the checkpoint to resume from '
+                '(--resume PATH).')
         return
     if cfg.get('resume') or overwrite:
         return
