@@ -162,11 +162,12 @@ def not_a_checkpoint(path, content_type=None):
         return 'JSON text'
     if head.startswith(b'\x1f\x8b'):
         return 'a gzip archive'
-    try:
-        line = head.decode('utf-8').strip().splitlines()[0]
-    except (UnicodeDecodeError, IndexError):
+    lines = head.decode('utf-8', 'replace').strip().splitlines()
+    if b'\x00' in head:
         return f'a file of another kind (its first bytes are {head[:8]!r})'
-    return f'a text file (its first line: {line[:60]!r})'
+    if not lines:
+        return 'a blank text file'
+    return f'a text file (its first line: {lines[0][:60]!r})'
 
 
 def _by_hand(url, dst):
