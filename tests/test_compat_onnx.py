@@ -47,3 +47,4 @@ def test_layer_norm_workaround_gives_weights_only_within_the_block():
         assert torch.equal(model.norm.weight, torch.ones(8))
         assert torch.equal(model.norm.bias, torch.zeros(8))
     assert model.norm.weight is None and model.norm.bias is None
+

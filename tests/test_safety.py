@@ -259,3 +259,24 @@ def test_unwritable_cache_and_out_folders_are_one_line(cache, readonly_dir, tmp_
                              str(readonly_dir / 'out'), '--mirror', server.url('/')])
         assert str(readonly_dir / 'out') in err
         assert server.requests == {}  # refused before any download
+
+
+def test_exported_backbone_file_gets_normal_permissions(tmp_path):
+    import os
+
+    from mmext.deploy import export_backbone
+    old = os.umask(0o022)
+    try:
+        info = export_backbone('SHViT', 's1', str(tmp_path / 'shvit.onnx'), sizes=[(64, 64)])
+    finally:
+        os.umask(old)
+    assert oct(os.stat(info['path']).st_mode & 0o777) == oct(0o644)
+
+
+def test_a_config_of_another_type_is_one_config_error(tmp_path):
+    from mmext.engine.config import load_config
+    from mmext.errors import ConfigError
+    path = tmp_path / 'model.txt'
+    path.write_text('model = dict()\n')
+    with pytest.raises(ConfigError, match="is not a config file: mmengine reads .py"):
+        load_config(str(path))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mmext.compat.onnx_export import has_dynamo_exporter, has_torchscript_exporter, onnx_export
+from mmext.checkpoints.files import normal_mode
 from mmext.deploy.build import build_backbone
 from mmext.errors import ConfigError, MmextError
 from mmext.utils import error_line, max_rel_err, output_list
@@ -308,6 +309,7 @@ def export_backbone(type, arch, out, checkpoint=None, sizes=((224, 224), (320, 4
                         '; '.join(info['tracer_warnings']))
             raise MmextError(f'the ONNX graph of {type}-{arch} does not match PyTorch ('
                              + '; '.join(problems) + f'); nothing was written to {out}.' + hint)
+        os.chmod(tmp, normal_mode())  # mkstemp made it 0600; a new file gets 0644 (umask 022)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):

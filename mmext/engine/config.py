@@ -34,6 +34,9 @@ def load_config(config, cfg_options=None, check_options=True):
         if not osp.isfile(config):
             raise ConfigError(f'config file {config!r} does not exist (run from the repository '
                               'root, or pass the path of a file under configs/).')
+        if not config.endswith(('.py', '.yml', '.yaml', '.json')):
+            raise ConfigError(f'{config!r} is not a config file: mmengine reads .py, .yml, '
+                              '.yaml and .json configs.')
         try:
             with cached_config_metainfo():
                 cfg = Config.fromfile(config)
