@@ -1,5 +1,6 @@
 """Small utilities the tests share (not fixtures: plain functions)."""
 import importlib.util
+import math
 import os.path as osp
 
 import torch
@@ -61,3 +62,37 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _cubic_weights(t, a=-0.75):
+    """Keys' cubic convolution weights of the 4 taps around a point at fraction ``t``."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def bicubic_reference(grid, size):
+    """``(C, h, w)`` -> ``(C, H, W)`` float64: bicubic resampling written out independently of
+    torch's kernel (cubic convolution with a = -0.75, align_corners=False: output pixel ``i``
+    samples source ``(i + 0.5) * h / H - 0.5``, taps beyond the border repeat the edge), as
+    ``F.interpolate(mode='bicubic', align_corners=False)`` is documented to compute."""
+    grid = grid.detach().double()
+    _, h, w = grid.shape
+
+    def taps(out_len, in_len):
+        rows = []
+        for i in range(out_len):
+            src = (i + 0.5) * in_len / out_len - 0.5
+            base = math.floor(src)
+            rows.append([(min(max(base - 1 + k, 0), in_len - 1), wt)
+                         for k, wt in enumerate(_cubic_weights(src - base))])
+        return rows
+
+    out = torch.zeros(grid.shape[0], *size, dtype=torch.float64)
+    for i, ys in enumerate(taps(size[0], h)):
+        for j, xs in enumerate(taps(size[1], w)):
+            out[:, i, j] = sum(wy * wx * grid[:, y, x] for y, wy in ys for x, wx in xs)
+    return out

@@ -4,20 +4,12 @@ import pytest
 
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
 from mmext.errors import ConfigError
-from mmext.models import EdgeViT, EfficientFormer, EfficientFormerV2, SHViT
-
-# class, an arch name it does not have, its number of stages, a registry build and its channels
-FAMILIES = {
-    'SHViT': (SHViT, 's9', 3, dict(arch='s1', out_indices=(1, 2)), [224, 320]),
-    'EfficientFormer': (EfficientFormer, 'l2', 4, dict(arch='l1', out_indices=(1, 2)), [96, 224]),
-    'EfficientFormerV2': (EfficientFormerV2, 's9', 4, dict(arch='s0', out_indices=(2, 3)),
-                          [96, 176]),
-    'EdgeViT': (EdgeViT, 'm', 4, dict(arch='xs', out_indices=(2, 3)), [240, 384]),
-}
+from mmext.models.families import FAMILIES
 
 
 def _bad_arguments():
-    for name, (_, bad_arch, stages, _, _) in FAMILIES.items():
+    for name, fam in FAMILIES.items():
+        bad_arch, stages = fam.unknown_arch, fam.num_stages
         yield name, dict(arch=bad_arch), f"Unknown {name} arch '{bad_arch}'"
         yield name, dict(arch=dict(embed_dims=[1] * stages)), 'needs the keys'
         yield name, dict(out_indices=(0, stages)), 'out_indices'
@@ -29,15 +21,17 @@ def _bad_arguments():
 @pytest.mark.parametrize('family, kwargs, match', list(_bad_arguments()))
 def test_bad_arguments_raise_clear_errors(family, kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        FAMILIES[family][0](**kwargs)
+        FAMILIES[family].cls(**kwargs)
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 @pytest.mark.parametrize('prefix', ['', 'mmext.'])
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_builds_from_downstream_registries(family, prefix, scope):
-    cls, _, _, kwargs, channels = FAMILIES[family]
+    """The smallest arch, the last two stages (their channels, as the manifest has them)."""
+    fam = FAMILIES[family]
+    out_indices = (fam.num_stages - 2, fam.num_stages - 1)
     registry = pytest.importorskip(f'{scope}.registry').MODELS
-    model = registry.build(dict(type=prefix + family, **kwargs))
-    assert isinstance(model, cls) and model.out_indices == kwargs['out_indices']
-    assert model.out_channels == channels
+    model = registry.build(dict(type=prefix + family, arch=fam.smallest, out_indices=out_indices))
+    assert isinstance(model, fam.cls) and model.out_indices == out_indices
+    assert model.out_channels == [fam.archs[fam.smallest].dims[i] for i in out_indices]

@@ -77,15 +77,15 @@ def test_config_builds(path):
         with torch.no_grad():
             feats = model.backbone.eval()(torch.empty(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels)
-    # the ImageNet checkpoint is the zoo's URL (mmext.checkpoints.zoo), or
+    # the ImageNet checkpoint is the arch's canonical URL (the family manifest's), or
     # checkpoints/<family>_<arch>.pth for a model without released weights (EdgeViT)
     init_cfg = cfg.model.backbone.init_cfg
     assert init_cfg.type == 'Pretrained'
     arch = cfg.model.backbone.arch
     if isinstance(arch, str):
-        from mmext.checkpoints.zoo import ZOO
-        name = f'{str(cfg.model.backbone.type).split(".")[-1].lower()}_{arch}'
-        expected = ZOO[name].url if name in ZOO else f'checkpoints/{name}.pth'
+        from mmext.models.families import FAMILIES
+        family = FAMILIES[str(cfg.model.backbone.type).split('.')[-1]]
+        expected = family.archs[arch].weights or f'checkpoints/{family.model_name(arch)}.pth'
         assert init_cfg.checkpoint == expected
 
 

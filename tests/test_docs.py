@@ -4,12 +4,12 @@
 - every figure of a table in docs/benchmarks.md equals the raw JSON in docs/benchmarks/ it came
   from (each table is preceded by a ``<!-- check ... -->`` line naming its file, rows and
   columns), and each table's section names the machine and the date of its file;
-- the README's model table agrees with the metafiles, the papers' figures the family tests hold,
-  and mmext.analysis.summarize; its versions and requirements agree with the Makefile,
+- the README's model table agrees with the metafiles, the papers' figures of the family
+  manifest (mmext.models.families) and mmext.analysis.summarize; its versions and requirements agree with the Makefile,
   requirements/runtime.txt and setup.py;
 - the commands the README and docs/ show exist: make targets and variables in the Makefile,
   ``--flags`` in the tool they are given to; relative links point at files.
-No mmext model is built here; only the model table test imports mmext (through the family tests).
+No mmext model is built here; only the model table test imports mmext (its family manifest).
 """
 import json
 import os
@@ -251,19 +251,14 @@ def _metafile_params():
 
 
 def _paper_tables():
-    from tests.test_edgevit import PAPER as EDGEVIT
-    from tests.test_efficientformer import PAPER as EF
-    from tests.test_efficientformer_v2 import PAPER as EF2
-    from tests.test_shvit import PAPER as SHVIT
-    out = {}
-    for prefix, table in (('shvit', SHVIT), ('efficientformer', EF),
-                          ('efficientformerv2', EF2), ('edgevit', EDGEVIT)):
-        out.update({f'{prefix}_{arch}': ref for arch, ref in table.items()})
-    return out
+    """``{'shvit_s4': Arch(dims=..., macs=...), ...}`` from the family manifest."""
+    from mmext.models.families import arch_entries
+    return {family.model_name(arch): spec for family, arch, spec in arch_entries()}
 
 
 def test_readme_model_table_agrees_with_metafiles_papers_and_code():
     from mmext.analysis.summarize import PAPER_LATENCY, PAPER_RESULTS
+    from mmext.models.families import family_by_prefix
     rows = _readme_models()
     params = _metafile_params()
     paper = _paper_tables()
@@ -275,9 +270,12 @@ def test_readme_model_table_agrees_with_metafiles_papers_and_code():
                 best.setdefault(r['backbone'], []).append(str(r[metric]))
     for name, cells in rows.items():
         # | `arch` | family | params | GMACs | channels | paper latency | paper results |
+        assert cells[1] == family_by_prefix(name.rsplit('_', 1)[0]).name, name
         assert float(cells[2]) == params[name], name
-        assert float(cells[3].split()[0]) == paper[name]['macs'], name
-        assert cells[4] == ', '.join(str(d) for d in paper[name]['dims']), name
+        assert float(cells[3].split()[0]) == paper[name].macs, name
+        if paper[name].cls_size != 224:
+            assert cells[3].endswith(f'(at {paper[name].cls_size})'), name
+        assert cells[4] == ', '.join(str(d) for d in paper[name].dims), name
         latency = PAPER_LATENCY.get(name)
         assert cells[5] == ('-' if latency is None else str(latency)), name
         shown = re.findall(r'[0-9]+\.[0-9]', cells[6])

@@ -1,4 +1,6 @@
-"""EdgeViT: shapes at any size, options, deploy folding, complexity, checkpoints, configs."""
+"""EdgeViT: what only EdgeViT has (sparse attention, arch rules, the deploy fold of local
+propagation), its checkpoint layouts and configs; the rest of the backbone contract is
+tests/test_models_contract.py."""
 import copy
 import math
 
@@ -8,21 +10,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
-from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
-from mmext.errors import CheckpointError
+from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EdgeViT
+from mmext.models.families import FAMILIES
 from mmext.models.edgevit import GlobalSparseAttention
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
 from tests.helpers import max_rel_error, randomize_norms
 
-# The issue's figures: backbone params (no classifier norm/head) in M, MACs at 224 in G with the
-# authors' classifier (Linear C -> 1000 after the final norm).
-PAPER = {
-    'xxs': dict(dims=[36, 72, 144, 288], params=3.778, macs=0.551),
-    'xs': dict(dims=[48, 96, 240, 384], params=6.384, macs=1.128),
-    's': dict(dims=[48, 96, 240, 384], params=12.722, macs=1.911),
-}
+# (Paper params/MACs and channels of every arch, output sizes, out_indices, frozen_stages,
+# norm_eval, with_cp, drop_path, deploy equality, batch 0 and checkpoints:
+# tests/test_models_contract.py, for every family.)
+TINY = FAMILIES['EdgeViT'].tiny
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -37,37 +36,7 @@ def _randomized(arch='xxs', seed=0, **kwargs):
     return model
 
 
-# ----------------------------------------------------------------------------- complexity
-@pytest.mark.parametrize('arch', sorted(PAPER))
-def test_params_and_macs_match_paper(arch):
-    model = EdgeViT(arch)
-    ref = PAPER[arch]
-    assert round(count_params(model) / 1e6, 3) == ref['params']
-    head_macs = ref['dims'][-1] * 1000  # Linear C -> 1000 after global pooling
-    assert round((count_macs(model) + head_macs) / 1e9, 3) == ref['macs']
-
-
-# ----------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize('size', [(64, 64), (224, 224), (65, 97), (33, 47), (31, 30)])
-def test_output_shapes_any_size(size):
-    model = EdgeViT('xxs').eval()
-    with torch.no_grad():
-        outs = model(torch.randn(2, 3, *size))
-    assert len(outs) == 4
-    for i, out in enumerate(outs):
-        stride = 4 * 2**i
-        assert out.shape == (2, PAPER['xxs']['dims'][i], math.ceil(size[0] / stride),
-                             math.ceil(size[1] / stride))
-        assert torch.isfinite(out).all()
-
-
-def test_detection_sized_odd_input():
-    model = EdgeViT('xxs', out_indices=(0, 3)).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 801, 1203))
-    assert [tuple(o.shape) for o in outs] == [(1, 36, 201, 301), (1, 288, 26, 38)]
-
-
+# ----------------------------------------------------------------------------- attention
 @pytest.mark.parametrize('ratio, size', [(4, (13, 19)), (2, (7, 9)), (4, (8, 12)), (2, (1, 3))])
 def test_sparse_attention_equals_padded_computation(ratio, size):
     """At sizes the sample ratio does not divide, the attention equals the same computation on the
@@ -107,15 +76,6 @@ def test_sparse_attention_delegates_and_propagation():
 
 
 # ----------------------------------------------------------------------------- arguments
-@pytest.mark.parametrize('arch', sorted(PAPER))
-def test_every_arch_builds_with_out_channels(arch):
-    model = EdgeViT(arch, out_indices=(1, 3))
-    assert model.out_channels == [PAPER[arch]['dims'][1], PAPER[arch]['dims'][3]]
-    with torch.no_grad():
-        outs = model.eval()(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == model.out_channels
-
-
 def test_custom_arch_dict():
     arch = dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4],
                 sample_ratios=[2, 2, 1, 1], mlp_ratio=2)
@@ -127,75 +87,24 @@ def test_custom_arch_dict():
     assert model.stages[0].blocks[0].global_attn.mlp.fc1.out_features == 32
 
 
-def test_frozen_stages():
-    model = EdgeViT('xxs', frozen_stages=1)
-    model.train()
-    for module in [model.stem, model.stages[0], model.stages[1]]:
-        assert all(not p.requires_grad for p in module.parameters())
-        assert all(not m.training for m in module.modules())
-    for module in model.stages[2:]:
-        assert all(p.requires_grad for p in module.parameters())
-        assert all(m.training for m in module.modules())
+@pytest.mark.parametrize('arch, match', [(dict(TINY, num_heads=[1, 2, 5, 4]), r'num_heads\[2\]'),
+                                         (dict(TINY, sample_ratios=[4, 2, 1]), 'sample_ratios')])
+def test_edgevit_arch_rules(arch, match):
+    with pytest.raises(ConfigError, match=match):
+        EdgeViT(arch)
 
 
-@pytest.mark.parametrize('sync', [False, True])
-def test_norm_eval_keeps_batchnorm_in_eval(sync):
-    model = EdgeViT('xxs', norm_eval=True)
-    if sync:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.train()
-    norms = [m for m in model.modules() if isinstance(m, _BN)]
-    assert len(norms) == 2 * 5  # two per local aggregation, in 1 + 1 + 3 blocks
-    assert all(not m.training for m in norms)
-    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
-    assert model.training and model.stages[3].training  # the rest still trains
+def test_batchnorms_only_in_local_aggregation():
+    """Two per local aggregation (XXS: in 1 + 1 + 3 blocks, none in the last stage)."""
+    with torch.device('meta'):
+        model = EdgeViT('xxs')
+    norms = [n for n, m in model.named_modules() if isinstance(m, _BN)]
+    assert len(norms) == 2 * 5 and all('.local_agg.' in n for n in norms)
 
 
-def test_with_cp_same_outputs_and_grads():
-    plain = _randomized('xxs', norm_eval=True)
-    ckpt = copy.deepcopy(plain)
-    ckpt.with_cp = True
-    x = torch.randn(1, 3, 40, 56)
-    outs, grads = [], []
-    for model in (plain, ckpt):
-        model.train()
-        out = model(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append(out)
-        grads.append([p.grad.clone() for p in model.parameters()])
-    assert max_rel_error(outs[0], outs[1]) < 1e-6
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
-
-
-def test_drop_path_only_in_training():
-    model = _randomized('xxs', norm_eval=True, drop_path_rate=0.5)
-    blocks = [b for stage in model.stages for b in stage.blocks]
-    assert blocks[0].local_agg.drop_path_rate == 0
-    assert blocks[-1].global_attn.drop_path_rate == 0.5
-    x = torch.randn(4, 3, 32, 32)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        ref = model.eval()(x)
-        assert max_rel_error(ref, model.train()(x)) > 1e-3
-        for m in model.modules():
-            if hasattr(m, 'drop_path_rate'):
-                m.drop_path_rate = 0.0
-        assert max_rel_error(ref, model(x)) < 1e-6
 
 
 # ----------------------------------------------------------------------------- deploy
-@pytest.mark.parametrize('arch, size', [('s', (224, 224)), ('xxs', (800, 1216))])
-def test_switch_to_deploy_equals_eval(arch, size):
-    model = _randomized(arch).eval()
-    x = torch.randn(1, 3, *size)
-    with torch.no_grad():
-        ref = model(x)
-        fused = copy.deepcopy(model).switch_to_deploy()
-        out = fused(x)
-    assert not any(isinstance(m, _BN) for m in fused.modules())
-    assert max_rel_error(ref, out) < 1e-5
-
-
 @pytest.mark.parametrize('size', [(64, 64), (70, 93), (33, 17)])
 def test_deploy_local_propagation_skips_transposed_conv(size, monkeypatch):
     """Deploy runs local propagation folded with its norm and projection (no ConvTranspose2d
@@ -389,15 +298,6 @@ def test_deploy_with_autograd():
     loaded.load_state_dict(fused.state_dict())
     with torch.no_grad():
         assert max_rel_error(loaded(x), fused(x)) < 1e-6
-
-
-@pytest.mark.parametrize('grad', [False, True])
-def test_deploy_batch_zero(grad):
-    model = _randomized('xxs').eval().switch_to_deploy()
-    with torch.set_grad_enabled(grad):
-        outs = model(torch.randn(0, 3, 37, 45))
-    assert [tuple(o.shape) for o in outs] == [(0, 36, 10, 12), (0, 72, 5, 6), (0, 144, 3, 3),
-                                              (0, 288, 2, 2)]
 
 
 # ----------------------------------------------------------------------------- checkpoints

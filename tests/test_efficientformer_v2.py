@@ -1,31 +1,28 @@
+"""EfficientFormerV2: what only V2 has (attention layout and per-block FFN widths, the authors'
+attention and bias tables, talking heads and fused ops in deploy), its checkpoint layouts and
+configs; the rest of the backbone contract is tests/test_models_contract.py."""
 import copy
 import itertools
-import math
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
-from mmext.analysis import count_macs, count_params
 from mmext.checkpoints import load_pretrained
 from mmext.checkpoints.zoo import ZOO
 from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EfficientFormerV2
+from mmext.models.families import FAMILIES
 from mmext.models.efficientformer_v2 import Attention4D, Attention4DDownsample, ConvFFN
 from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
-from tests.helpers import max_rel_error, randomize_norms, randomize_tables
+from tests.helpers import bicubic_reference, max_rel_error, randomize_norms, randomize_tables
 
-# The authors' classifiers (with the distillation head) at 224: params and MACs (convs, linear
-# layers and matrix products).
-PAPER = {
-    's0': dict(dims=[32, 48, 96, 176], params=3.600, macs=0.396, num_vit=2),
-    's1': dict(dims=[32, 48, 120, 224], params=6.186, macs=0.652, num_vit=2),
-    's2': dict(dims=[32, 64, 144, 288], params=12.710, macs=1.247, num_vit=4),
-    'l': dict(dims=[40, 80, 192, 384], params=26.322, macs=2.553, num_vit=6),
-}
+# (Paper params/MACs and channels of every arch, output sizes, out_indices, frozen_stages,
+# norm_eval, with_cp, drop_path, deploy equality, batch 0 and checkpoints:
+# tests/test_models_contract.py, for every family.)
+DIMS = {arch: list(spec.dims) for arch, spec in FAMILIES['EfficientFormerV2'].archs.items()}
 # A narrow arch with every kind of block, for the large input sizes.
 TINY = dict(embed_dims=[16, 16, 32, 32], depths=[1, 1, 2, 2], num_vit=1)
 
@@ -51,46 +48,6 @@ def features(model, x):
 
 
 # ----------------------------------------------------------------------------- architecture
-@pytest.mark.parametrize('arch', sorted(PAPER))
-def test_params_macs_and_out_channels_match_authors(arch):
-    model = EfficientFormerV2(arch)
-    ref = PAPER[arch]
-    c = ref['dims'][-1]
-    # The backbone is the classifier without its final BN and its two linear heads.
-    head_params = 2 * c + 2 * (c * 1000 + 1000)
-    assert round((count_params(model) + head_params) / 1e6, 3) == ref['params']
-    # The heads' MACs are added (count_macs leaves interpolation out, as the authors' figures do).
-    macs = count_macs(model, (1, 3, 224, 224)) + 2 * c * 1000
-    assert round(macs / 1e9, 3) == ref['macs']
-    assert model.out_channels == ref['dims']
-    outs = features(model, torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == ref['dims']
-
-
-def _expected(size, dims, indices=(0, 1, 2, 3)):
-    return [(1, dims[i], math.ceil(size[0] / 4 / 2**i), math.ceil(size[1] / 4 / 2**i))
-            for i in indices]
-
-
-@pytest.mark.parametrize('size', [(224, 224), (64, 96), (97, 131), (33, 47), (512, 512)])
-def test_output_shapes_any_size(size):
-    outs = features(EfficientFormerV2('s0'), torch.randn(1, 3, *size))
-    assert [tuple(o.shape) for o in outs] == _expected(size, PAPER['s0']['dims'])
-
-
-def test_odd_detection_sized_input():
-    size = (801, 1203)  # 800x1216 is checked by the deploy test
-    outs = features(EfficientFormerV2(TINY), torch.randn(1, 3, *size))
-    assert [tuple(o.shape) for o in outs] == _expected(size, TINY['embed_dims'])
-
-
-def test_out_indices_subset_and_negative():
-    model = EfficientFormerV2('s0', out_indices=(1, -1))
-    assert model.out_indices == (1, 3) and model.out_channels == [48, 176]
-    outs = features(model, torch.randn(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == _expected((64, 64), PAPER['s0']['dims'], (1, 3))
-
-
 def test_attention_layout_per_arch():
     """Attention blocks close stages 3 and 4; stride attention in 3; attention downsampling
     into 4; per-block FFN widths as in the authors' tables."""
@@ -200,13 +157,14 @@ def test_biases_on_other_grids_are_the_bicubic_table(q_size, k_size, stride):
     r = attn.resolution
     with torch.no_grad():
         bias = attn.attention_bias(q_size, k_size, q_stride=stride)
-        table = F.interpolate(attn.attention_biases.view(1, 8, r, r), size=k_size,
-                              mode='bicubic', align_corners=False)[0]
+        # written out independently of torch's bicubic kernel
+        table = bicubic_reference(attn.attention_biases.view(8, r, r), k_size).float()
     assert bias.shape == (8, q_size[0] * q_size[1], k_size[0] * k_size[1])
     for (qy, qx), (ky, kx) in [((0, 0), (0, 0)), ((q_size[0] - 1, 1), (2, k_size[1] - 1)),
                                ((1, q_size[1] - 1), (k_size[0] - 1, 0))]:
         expected = table[:, abs(qy * stride - ky), abs(qx * stride - kx)]
-        assert torch.allclose(bias[:, qy * q_size[1] + qx, ky * k_size[1] + kx], expected)
+        assert torch.allclose(bias[:, qy * q_size[1] + qx, ky * k_size[1] + kx], expected,
+                              atol=1e-5)
 
 
 def test_bias_cached_in_inference_and_recomputed_for_training():
@@ -233,64 +191,7 @@ def test_stride_attention_on_odd_grid_equals_padding_and_cropping():
     assert torch.allclose(out, padded, atol=1e-6)
 
 
-# ----------------------------------------------------------------------------- training modes
-def test_frozen_stages():
-    model = EfficientFormerV2('s0', frozen_stages=1)
-    model.train()
-    for module in (model.stem, model.stages[0], model.stages[1]):
-        assert all(not p.requires_grad for p in module.parameters())
-        assert all(not m.training for m in module.modules())
-    for module in model.stages[2:]:
-        assert all(p.requires_grad for p in module.parameters()) and module.training
-
-
-@pytest.mark.parametrize('sync', [False, True])
-def test_norm_eval_keeps_every_batchnorm_in_eval(sync):
-    model = EfficientFormerV2('s0', norm_eval=True)
-    if sync:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.train()
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    assert len(norms) > 50 and all(not m.training for m in norms)
-    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
-    assert model.training and model.stages[3].blocks[-1].token_mixer.training
-
-
-def test_norm_eval_off_trains_batchnorm():
-    model = EfficientFormerV2('s0').train()
-    assert all(m.training for m in model.modules() if isinstance(m, _BatchNorm))
-
-
-def test_with_cp_same_outputs_and_grads():
-    plain = randomize(EfficientFormerV2('s0', norm_eval=True))
-    ckpt = copy.deepcopy(plain)
-    ckpt.with_cp = True
-    x = torch.randn(2, 3, 64, 96)
-    outs, grads = [], []
-    for model in (plain, ckpt):
-        model.train()
-        out = model(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append(out)
-        grads.append([model.stages[i].blocks[-1].mlp.fc1.conv.weight.grad for i in range(4)] +
-                     [model.stages[2].blocks[-1].token_mixer.attention_biases.grad])
-    assert max_rel_error(outs[0], outs[1]) < 1e-6
-    for a, b in zip(*grads):
-        assert a is not None and torch.allclose(a, b, rtol=1e-4, atol=1e-7)
-
-
-@pytest.mark.parametrize('arch, size', [('s0', (224, 224)), (TINY, (800, 1216))])
-def test_switch_to_deploy_equals_eval(arch, size):
-    model = randomize(EfficientFormerV2(arch)).eval()
-    x = torch.randn(1, 3, *size)
-    ref = features(model, x)
-    assert [tuple(o.shape) for o in ref] == _expected(size, model.arch['embed_dims'])
-    fused = copy.deepcopy(model).switch_to_deploy()
-    out = features(fused, x)
-    assert not any(isinstance(m, _BatchNorm) for m in fused.modules())
-    assert max_rel_error(ref, out) < 1e-5
-
-
+# ----------------------------------------------------------------------------- deploy
 @pytest.mark.parametrize('stride, size', [(1, (7, 9)), (2, (9, 13)), (2, (12, 10))])
 def test_deploy_talking_heads_as_matmuls(stride, size, monkeypatch):
     """Deploy runs both talking heads as batched matmuls (no conv call), talking_head1 folded
@@ -318,16 +219,6 @@ def test_deploy_talking_heads_as_matmuls(stride, size, monkeypatch):
         attn.load_state_dict(new, strict=False)
         fused.load_state_dict(new, strict=False)
         assert max_rel_error(attn(x), fused(x)) < 1e-5
-
-
-@pytest.mark.parametrize('grad', [False, True])
-def test_deploy_batch_zero(grad):
-    """A deployed model takes a batch of 0 images (talking_head2's bias term raised)."""
-    model = randomize(EfficientFormerV2('s0')).eval().switch_to_deploy()
-    with torch.set_grad_enabled(grad):
-        outs = model(torch.randn(0, 3, 37, 45))
-    assert [tuple(o.shape) for o in outs] == [(0, 32, 10, 12), (0, 48, 5, 6), (0, 96, 3, 3),
-                                              (0, 176, 2, 2)]
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -455,7 +346,7 @@ KINDS = {  # directory: (model base, file suffix)
 
 
 @pytest.mark.parametrize('kind', sorted(KINDS))
-@pytest.mark.parametrize('arch', sorted(PAPER))
+@pytest.mark.parametrize('arch', sorted(DIMS))
 def test_config_variants_set_arch_checkpoint_and_channels(kind, arch):
     """Each variant inherits its model base and sets the arch, its checkpoint and the FPN's
     input channels (read without resolving the mmdet/mmseg bases; the S0 files are resolved in
@@ -468,7 +359,8 @@ def test_config_variants_set_arch_checkpoint_and_channels(kind, arch):
     backbone = variant['model']['backbone']
     assert backbone['arch'] == arch
     assert backbone['init_cfg'] == dict(checkpoint=ZOO[f'efficientformerv2_{arch}'].url)
-    assert variant['model']['neck']['in_channels'] == PAPER[arch]['dims']
+    assert ZOO[f'efficientformerv2_{arch}'].url == FAMILIES['EfficientFormerV2'].archs[arch].weights
+    assert variant['model']['neck']['in_channels'] == DIMS[arch]
 
 
 def _check_recipe(cfg, kind):
@@ -491,7 +383,7 @@ def _check_recipe(cfg, kind):
             'LinearLR', 1e-6, 500, False)
         assert (steps.milestones, steps.gamma) == ([8, 11], 0.1)
         assert cfg.train_dataloader.batch_size * 8 == 16  # 16 images per iteration on 8 GPUs
-    assert cfg.model.neck.type == 'FPN' and cfg.model.neck.in_channels == PAPER['s0']['dims']
+    assert cfg.model.neck.type == 'FPN' and cfg.model.neck.in_channels == DIMS['s0']
     if kind == 'retinanet':
         assert (cfg.model.neck.start_level, cfg.model.neck.add_extra_convs) == (1, 'on_input')
 

@@ -33,3 +33,27 @@ def test_a_lazy_upward_import_breaks_the_contract(tmp_path):
     proc = lint_imports(str(tmp_path))
     assert proc.returncode != 0 and 'mmext.models.necks -> mmext.benchmark' in proc.stdout, \
         proc.stdout[-2000:]
+
+
+def test_the_family_manifest_is_what_the_contracts_and_imports_list():
+    """Each family of mmext.models.families has its model module and its layout module in the
+    independence contracts, and mmext/checkpoints/__init__.py imports its layout module (the
+    one list a new family must join outside its own files and manifest entry)."""
+    import ast
+    import configparser
+
+    from mmext.models.families import FAMILIES
+    config = configparser.ConfigParser()
+    config.read(osp.join(REPO_ROOT, '.importlinter'))
+    listed = {name: config[f'importlinter:contract:{name}']['modules'].split()
+              for name in ('families', 'layouts')}
+    assert sorted(listed['families']) == sorted(f.module for f in FAMILIES.values()), \
+        'list every family module of the manifest under [importlinter:contract:families]'
+    assert sorted(listed['layouts']) == sorted(f.layouts_module for f in FAMILIES.values()), \
+        'list every layout module of the manifest under [importlinter:contract:layouts]'
+    with open(osp.join(REPO_ROOT, 'mmext', 'checkpoints', '__init__.py')) as f:
+        tree = ast.parse(f.read())
+    imported = {f'{node.module}.{alias.name}' for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    missing = [f.layouts_module for f in FAMILIES.values() if f.layouts_module not in imported]
+    assert not missing, f'mmext/checkpoints/__init__.py does not import {missing}'

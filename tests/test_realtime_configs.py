@@ -14,14 +14,12 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmext.engine.config import register_codebase
+from mmext.models.families import FAMILIES, family_by_prefix, model_names
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
 DETECTORS = ('rtmdet', 'yolox')
-MODELS = ('shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4', 'efficientformer_l1',
-          'efficientformer_l3', 'efficientformer_l7', 'efficientformerv2_s0',
-          'efficientformerv2_s1', 'efficientformerv2_s2', 'efficientformerv2_l', 'edgevit_xxs',
-          'edgevit_xs', 'edgevit_s')
+MODELS = tuple(model_names())  # every arch of every family of the manifest
 # The mmdet config that defines each width (its neck/head channels and CSP blocks).
 MMDET_WIDTH = {
     'rtmdet': 'rtmdet/rtmdet_{}_8xb32-300e_coco.py',
@@ -85,9 +83,7 @@ def test_config_builds_with_mmdet_widths(path):
     assert cfg.custom_imports == dict(imports=['mmext'], allow_failed_imports=False)
     assert cfg.model.type == {'rtmdet': 'RTMDet', 'yolox': 'YOLOX'}[det]
     family, arch = model_name.rsplit('_', 1)
-    assert cfg.model.backbone.type == 'mmext.' + {
-        'shvit': 'SHViT', 'efficientformer': 'EfficientFormer',
-        'efficientformerv2': 'EfficientFormerV2', 'edgevit': 'EdgeViT'}[family]
+    assert cfg.model.backbone.type == 'mmext.' + family_by_prefix(family).name
     assert cfg.model.backbone.arch == arch
 
     ref = mmdet_config(MMDET_WIDTH[det].format(width)).model
@@ -112,24 +108,15 @@ def test_config_builds_with_mmdet_widths(path):
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
 def test_pretrained_init(path):
-    """ImageNet init from the canonical source of each family; no download here (the loader
+    """ImageNet init from the canonical source of each arch (the manifest's weights URL), or
+    checkpoints/<model>.pth for an arch without released weights; no download here (the loader
     and its URLs are tested in test_checkpoints.py)."""
     model_name, _, _ = parse(path)
     family, arch = model_name.rsplit('_', 1)
     init_cfg = load(path).model.backbone.init_cfg
     assert init_cfg.type == 'Pretrained'
-    ckpt = init_cfg.checkpoint
-    if family == 'shvit':
-        assert ckpt == f'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{arch}.pth'
-    elif family == 'efficientformer':
-        assert re.fullmatch(
-            r'https://download\.openmmlab\.com/mmclassification/v0/efficientformer/'
-            rf'efficientformer-{arch}_3rdparty_in1k_20220915-[0-9a-f]{{8}}\.pth', ckpt)
-    elif family == 'efficientformerv2':
-        assert ckpt == (f'https://huggingface.co/timm/efficientformerv2_{arch}.snap_dist_in1k/'
-                        'resolve/main/model.safetensors')
-    else:
-        assert ckpt == f'checkpoints/edgevit_{arch}.pth'
+    url = family_by_prefix(family).archs[arch].weights
+    assert init_cfg.checkpoint == (url or f'checkpoints/{model_name}.pth')
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
@@ -176,7 +163,7 @@ def test_pretrained_backbone_recipe(path):
 
 
 # The smallest arch of each family, with each detector: real weights, real forward.
-SMALLEST = ('shvit_s1', 'efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs')
+SMALLEST = tuple(f.model_name(f.smallest) for f in FAMILIES.values())
 
 
 @pytest.mark.slow  # builds and runs real detectors (~5-25 s each on a shared 2-core machine)

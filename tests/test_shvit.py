@@ -1,3 +1,5 @@
+"""SHViT: what only SHViT has (arch rules, GroupNorm pre-norms, deploy's fused FFN sums, the
+stride-8 level); the rest of the backbone contract is tests/test_models_contract.py."""
 import copy
 import math
 
@@ -7,123 +9,44 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mmext  # noqa: F401  (registers into mmdet and mmseg)
-from mmext.analysis import count_macs, count_params
+from mmext.errors import ConfigError
 from mmext.models import SHViT
+from mmext.models.families import FAMILIES
 from tests.helpers import max_rel_error, randomize_norms
 
-# The authors' figures: params without the classifier, MACs with it (at 224, S4 at 256).
-PAPER = {
-    's1': dict(dims=[128, 224, 320], params=6.009, macs=0.241, size=224),
-    's2': dict(dims=[128, 308, 448], params=11.033, macs=0.365, size=224),
-    's3': dict(dims=[192, 352, 448], params=13.795, macs=0.601, size=224),
-    's4': dict(dims=[224, 336, 448], params=16.139, macs=0.986, size=256),
-}
+# (Paper params/MACs and channels of every arch, output sizes, out_indices, frozen_stages,
+# norm_eval, with_cp, drop_path, deploy equality and checkpoints: tests/test_models_contract.py,
+# for every family.) The tiny arch of the family manifest:
+TINY = FAMILIES['SHViT'].tiny
 
 
-@pytest.mark.parametrize('arch', sorted(PAPER))
-def test_params_and_macs_match_paper(arch):
-    model = SHViT(arch)
-    ref = PAPER[arch]
-    assert round(count_params(model) / 1e6, 3) == ref['params']
-    head_macs = ref['dims'][-1] * 1000  # BN-Linear classifier, 1000 classes
-    macs = count_macs(model, (1, 3, ref['size'], ref['size'])) + head_macs
-    assert round(macs / 1e9, 3) == ref['macs']
-
-
-@pytest.mark.parametrize('size', [(224, 224), (64, 96), (97, 131), (512, 512)])
-def test_output_shapes_any_size(size):
-    model = SHViT('s1').eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, *size))
-    assert len(outs) == 3
-    for i, out in enumerate(outs):
-        stride = 16 * 2**i
-        assert out.shape == (1, PAPER['s1']['dims'][i], math.ceil(size[0] / stride),
-                             math.ceil(size[1] / stride))
-
-
-def test_detection_sized_odd_input():
-    model = SHViT('s4', out_indices=(2, )).eval()
-    with torch.no_grad():
-        (out, ) = model(torch.randn(1, 3, 801, 1203))
-    assert out.shape == (1, 448, 13, 19)
-
-
-@pytest.mark.parametrize('arch', sorted(PAPER))
-def test_every_arch_builds_with_out_channels(arch):
-    model = SHViT(arch, out_indices=(0, 2))
-    assert model.out_channels == [PAPER[arch]['dims'][0], PAPER[arch]['dims'][2]]
-    with torch.no_grad():
-        outs = model.eval()(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == model.out_channels
-
-
-def test_custom_arch_dict():
-    arch = dict(embed_dims=[32, 48, 64], depths=[1, 1, 1], partial_dims=[8, 12, 16])
-    outs = SHViT(arch).eval()(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [32, 48, 64]
-
-
-def test_negative_out_indices():
-    assert SHViT('s1', out_indices=(-1, )).out_indices == (2, )
-
-
-def test_frozen_stages():
-    model = SHViT('s1', frozen_stages=1)
-    model.train()
-    frozen = [model.stem, model.stages[0], model.stages[1]]
-    for module in frozen:
-        assert all(not p.requires_grad for p in module.parameters())
-        assert all(not m.training for m in module.modules())
-    assert all(p.requires_grad for p in model.stages[2].parameters())
-    assert model.stages[2].training
-
-
-@pytest.mark.parametrize('sync', [False, True])
-def test_norm_eval_keeps_batchnorm_in_eval(sync):
-    model = SHViT('s1', norm_eval=True)
-    if sync:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.train()
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert norms and all(not m.training for m in norms)
-    assert all(isinstance(m, nn.SyncBatchNorm) for m in norms) == sync
-    # the rest still trains: every other module (attention, GroupNorm pre-norms, blocks)
-    others = [m for m in model.modules() if not isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert any(isinstance(m, nn.GroupNorm) for m in others)
-    assert all(m.training for m in others)
-    model.norm_eval = False
-    model.train()
-    assert all(m.training for m in model.modules())
-
-
-def test_drop_path_rates_rise_linearly():
-    model = SHViT('s1', drop_path_rate=0.2)
-    rates = [b.ffn.drop_path_rate for s in model.stages for b in s.blocks]
-    assert rates[0] == 0 and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)
-    assert all(b.mixer.drop_path_rate == b.ffn.drop_path_rate
-               for s in model.stages[1:] for b in s.blocks)
-
-
-def test_with_cp_same_outputs_and_grads():
+def _tiny(**kwargs):
     torch.manual_seed(0)
-    plain = randomize_norms(SHViT('s1', norm_eval=True))
-    ckpt = copy.deepcopy(plain)
-    ckpt.with_cp = True
-    x = torch.randn(2, 3, 64, 64)
-    grads = []
-    for model in (plain, ckpt):
-        model.train()
-        sum(o.square().mean() for o in model(x)).backward()
-        grads.append(model.stages[1].blocks[0].mixer.m.qkv.conv.weight.grad.clone())
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    return randomize_norms(SHViT(TINY, **kwargs))
 
 
-@pytest.mark.parametrize('arch, size', [('s4', (224, 224)), ('s1', (800, 1216))])
-def test_switch_to_deploy_equals_eval(arch, size):
+@pytest.mark.parametrize('arch, match', [
+    (dict(TINY, partial_dims=[8, 60, 16]), r'partial_dims\[1\]'),
+    (dict(TINY, embed_dims=[36, 48, 64]), 'multiple of 8'),
+])
+def test_shvit_arch_rules(arch, match):
+    with pytest.raises(ConfigError, match=match):
+        SHViT(arch)
+
+
+def test_norm_eval_leaves_the_group_norm_pre_norms_training():
+    """(Every BatchNorm in eval, all else training: the contract test.) SHViT's attention
+    pre-norms are GroupNorms, which norm_eval leaves alone."""
+    model = SHViT(TINY, norm_eval=True).train()
+    groups = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert groups and all(m.training for m in groups)
+
+
+@pytest.mark.parametrize('arch, size', [('tiny', (97, 131)), ('s1', (224, 224))])
+def test_switch_to_deploy_fuses_ffn_sums_and_relus(arch, size):
     """Deploy equals eval, with every FFN's pw2 + residual one oneDNN op (the binary overload)
     and the FFNs' and patch mergings' ReLU modules not run (fused into their convs)."""
-    model = randomize_norms(SHViT(arch)).eval()
+    model = randomize_norms(SHViT(TINY if arch == 'tiny' else arch)).eval()
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         ref = model(x)
@@ -144,14 +67,6 @@ def test_switch_to_deploy_equals_eval(arch, size):
 
 
 # ----------------------------------------------------------------------------- stride-8 level
-TINY = dict(embed_dims=[32, 48, 64], depths=[1, 1, 1], partial_dims=[8, 12, 16])
-
-
-def _tiny(**kwargs):
-    torch.manual_seed(0)
-    return randomize_norms(SHViT(TINY, **kwargs))
-
-
 @pytest.mark.parametrize('mode', ['stem', 'upsample'])
 @pytest.mark.parametrize('out_indices', [(0, 1), (1, 2), (2, ), (0, )])
 @pytest.mark.parametrize('size', [(64, 64), (97, 131), (8, 8), (9, 17)])
@@ -234,7 +149,6 @@ def test_stride8_deploy(mode):
 
 
 def test_stride8_bad_value():
-    from mmext.errors import ConfigError
     with pytest.raises(ConfigError, match='stride8'):
         SHViT(TINY, stride8='neck')
 

@@ -1,34 +1,48 @@
 """Checkpoint layouts against the sources' REAL key names (tests/fixtures/checkpoint_keys.json).
 
-The families and their layouts are listed here explicitly (not read from the registry), so a
-family or layout that goes missing fails a test.
+The families and their layouts come from the family manifest (mmext.models.families), not from
+the registry or the layout table, so a family or layout that goes missing fails a test.
 """
 import pytest
 import torch
 
 import mmext  # noqa: F401
 from mmext.checkpoints import LAYOUTS, family_of, load_pretrained
-from mmext.models import EdgeViT, EfficientFormer, EfficientFormerV2, SHViT
+from mmext.models import EfficientFormer, EfficientFormerV2
+from mmext.models.families import FAMILIES
 from tests.helpers import randomize_norms
 from tests.weights_helpers import (efficientformer_to_mmpretrain, efficientformer_v2_to_official,
                                    real_count, real_keys)
 
-EXPECTED_LAYOUTS = {
-    'SHViT': ['mmext', 'official', 'timm'],
-    'EfficientFormer': ['mmext', 'mmpretrain', 'official', 'timm'],
-    'EfficientFormerV2': ['official', 'mmext/timm'],
-    'EdgeViT': ['mmext', 'official'],
-}
-BACKBONES = [(SHViT, 'SHViT'), (EfficientFormer, 'EfficientFormer'),
-             (EfficientFormerV2, 'EfficientFormerV2'), (EdgeViT, 'EdgeViT')]
-V1_DIMS = {'l1': 448, 'l3': 512, 'l7': 768}
+V1 = FAMILIES['EfficientFormer']
+V2 = FAMILIES['EfficientFormerV2']
 
 
 def test_every_family_has_its_layouts():
     assert {name: [l.name for l in fam.layouts] for name, fam in LAYOUTS.items()} == \
-        EXPECTED_LAYOUTS
-    for cls, family in BACKBONES:
-        assert family_of(cls) == family
+        {name: list(fam.layouts) for name, fam in FAMILIES.items()}
+    for name, fam in FAMILIES.items():
+        assert family_of(fam.cls) == name
+
+
+def test_zoo_has_the_manifests_weights():
+    """Every arch's canonical ImageNet weights (the manifest's URLs) are in the zoo, for the
+    arch and family they fit; an arch without released weights is refused by name."""
+    from mmext.checkpoints.zoo import ZOO, get_weights
+    from mmext.errors import ConfigError
+    released = {}
+    for fam in FAMILIES.values():
+        for arch, spec in fam.archs.items():
+            name = fam.model_name(arch)
+            if spec.weights is None:
+                with pytest.raises(ConfigError, match='no released ImageNet weights'):
+                    get_weights(name)
+                continue
+            released[name] = spec.weights
+            weights = get_weights(name)
+            assert (weights.family, weights.arch, weights.url) == (fam.name, arch, spec.weights)
+            assert weights.layout in fam.layouts
+    assert {k: w.url for k, w in ZOO.items()} == released
 
 
 def _features(model, x):
@@ -67,14 +81,14 @@ def test_efficientformer_v2_authors_layout_has_the_authors_real_keys(v2_s0, tmp_
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
+@pytest.mark.parametrize('arch', list(V2.archs))
 def test_efficientformer_v2_authors_key_count_per_arch(arch):
     state = {k: torch.zeros(v.shape) for k, v in _state_on_meta(EfficientFormerV2, arch).items()}
     assert len(efficientformer_v2_to_official(state)) == \
         real_count('efficientformer_v2_authors', arch)
 
 
-@pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
+@pytest.mark.parametrize('arch', list(V2.archs))
 def test_efficientformer_v2_timm_layout_has_timms_real_keys(arch):
     """timm's names are mmext's: every backbone key of timm's model exists in mmext's with its
     shape (s0 by name), and the counts agree for every arch (timm adds the 9 classifier keys)."""
@@ -86,10 +100,10 @@ def test_efficientformer_v2_timm_layout_has_timms_real_keys(arch):
         assert backbone == own
 
 
-@pytest.mark.parametrize('arch', ['l1', 'l3', 'l7'])
+@pytest.mark.parametrize('arch', list(V1.archs))
 def test_efficientformer_mmpretrain_key_count_per_arch(arch):
     state = {k: torch.zeros(v.shape) for k, v in _state_on_meta(EfficientFormer, arch).items()}
-    written = efficientformer_to_mmpretrain(state, V1_DIMS[arch])
+    written = efficientformer_to_mmpretrain(state, V1.archs[arch].dims[-1])
     assert len(written) == real_count('efficientformer_mmpretrain', arch)
     if arch == 'l1':
         assert {k: tuple(v.shape) for k, v in written.items()} == \

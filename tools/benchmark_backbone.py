@@ -27,11 +27,12 @@ from mmext.errors import ConfigError, run_cli  # noqa: E402
 
 def main(argv=None):
     from mmext.benchmark import ARCHS, MODES, PROTOCOLS
+    from mmext.benchmark.protocols import FAMILIES
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--archs', nargs='+', default=['all'],
-                        help=f'archs ({", ".join(ARCHS)}), families (shvit, efficientformer, '
-                        'efficientformerv2, edgevit) or all (default)')
+                        help=f'archs ({", ".join(ARCHS)}), families ({", ".join(FAMILIES)}) '
+                        'or all (default)')
     parser.add_argument('--protocols', nargs='+', default=None,
                         help=f'{", ".join(PROTOCOLS)}, cpu, gpu or all (default: gpu with CUDA, '
                         'else cpu)')

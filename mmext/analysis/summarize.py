@@ -25,27 +25,12 @@ from mmext.analysis.naming import (TASK_DIRS, TASK_NAMES, family_names,  # noqa:
 from mmext.analysis.plot import pareto_front, plot
 from mmext.analysis.runs import _TS, collect_runs, normalise_metrics, read_run  # noqa: F401
 from mmext.errors import ConfigError
+from mmext.models.families import PAPER_LATENCY_SETTING, paper_latency, paper_results
 
-# The papers' reported numbers (COCO val2017 / ADE20K val), as reference rows.
-PAPER_RESULTS = [
-    dict(model='SHViT-S4', backbone='shvit_s4', task='RetinaNet', dataset='COCO',
-         bbox_mAP=38.8, reference='SHViT paper (CVPR 2024)'),
-    dict(model='SHViT-S4', backbone='shvit_s4', task='Mask R-CNN', dataset='COCO',
-         bbox_mAP=39.0, segm_mAP=35.9, reference='SHViT paper (CVPR 2024)'),
-    dict(model='EfficientFormer-L1', backbone='efficientformer_l1', task='Mask R-CNN',
-         dataset='COCO', bbox_mAP=37.9, segm_mAP=35.4,
-         reference='EfficientFormer paper (NeurIPS 2022)'),
-    dict(model='EfficientFormerV2-S2', backbone='efficientformerv2_s2', task='Mask R-CNN',
-         dataset='COCO', bbox_mAP=43.4, segm_mAP=39.5,
-         reference='EfficientFormerV2 paper (ICCV 2023)'),
-    dict(model='EfficientFormerV2-S2', backbone='efficientformerv2_s2', task='Semantic FPN',
-         dataset='ADE20K', mIoU=42.4, reference='EfficientFormerV2 paper (ICCV 2023)'),
-    dict(model='EdgeViT-XXS', backbone='edgevit_xxs', task='RetinaNet', dataset='COCO',
-         bbox_mAP=38.7, reference='EdgeViT paper (ECCV 2022)'),
-]
-# Backbone latency at 512x512 on an A100, as the SHViT paper reports it (ms).
-PAPER_LATENCY = dict(shvit_s4=0.28, efficientformer_l1=0.84, edgevit_xxs=0.88)
-PAPER_LATENCY_SETTING = 'A100, 512x512 (SHViT paper)'
+# The papers' reported numbers (COCO val2017 / ADE20K val), as reference rows, and the backbone
+# latencies the SHViT paper reports (A100, 512x512, ms): from the family manifest.
+PAPER_RESULTS = paper_results()
+PAPER_LATENCY = paper_latency()
 
 LATENCY_PROTOCOLS = ('gpu_latency_seg', 'cpu_latency_seg', 'gpu_latency_det', 'cpu_latency_det',
                      'gpu_throughput', 'cpu_throughput')

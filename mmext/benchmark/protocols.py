@@ -22,6 +22,7 @@ import torch
 
 from mmext.deploy.runners import MODES
 from mmext.errors import ConfigError
+from mmext.models.families import FAMILIES as FAMILIES_MANIFEST, arch_entries
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Arch:
 
 
 #: Families timm has under the same model names as mmext's (``shvit_s1`` ...).
-TIMM_FAMILIES = ('SHViT', 'EfficientFormer', 'EfficientFormerV2')
+TIMM_FAMILIES = tuple(f.name for f in FAMILIES_MANIFEST.values() if f.timm)
 #: Archs whose papers classify at another size than 224.
-CLS_SIZES = {'shvit_s4': 256}
+CLS_SIZES = {f.model_name(a): spec.cls_size for f, a, spec in arch_entries()
+             if spec.cls_size != 224}
 
 
 def backbone_families():

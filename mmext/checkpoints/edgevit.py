@@ -15,6 +15,7 @@ precede are ``BNLinear`` pairs (``.bn`` / ``.linear``).
 import re
 
 from mmext.checkpoints.loading import Layout, identity, register_family, rename_keys
+from mmext.checkpoints.zoo import register_no_weights
 
 _OFFICIAL_RULES = [(re.compile(pattern), repl) for pattern, repl in [
     (r'^patch_embed1\.', 'stem.'),
@@ -42,3 +43,6 @@ register_family('EdgeViT', [
     Layout('official', lambda keys: any(k.startswith(('patch_embed1.', 'blocks1.')) for k in keys),
            edgevit_from_official),
 ], head_pattern=r'^(head|norm)\.')
+
+register_no_weights(('edgevit_xxs', 'edgevit_xs', 'edgevit_s'),
+                    "EdgeViT's authors published none")

@@ -24,6 +24,7 @@ for each token grid. The classifier (``norm``, ``head``, ``dist_head``/``head_di
 import re
 
 from mmext.checkpoints.loading import Layout, identity, register_family, rename_keys
+from mmext.checkpoints.zoo import PretrainedWeights, register_weights
 
 _OFFICIAL_RULES = [
     (re.compile(r'^patch_embed\.([0134])\.'),
@@ -113,3 +114,12 @@ register_family('EfficientFormer', [
     Layout('timm', lambda keys: any(k.startswith('stem.conv1.') for k in keys),
            efficientformer_from_timm),
 ], head_pattern=r'^(head|head_dist|dist_head|norm)\.')
+
+# mmpretrain's conversion of the authors' weights on download.openmmlab.com (the authors' own are
+# on Google Drive only; the hash prefix in each file name is verified on download)
+_URL = ('https://download.openmmlab.com/mmclassification/v0/efficientformer/'
+        'efficientformer-{}_3rdparty_in1k_{}.pth')
+register_weights(*(PretrainedWeights(f'efficientformer_{a}', 'EfficientFormer', a,
+                                     _URL.format(a, h), 'mmpretrain')
+                   for a, h in (('l1', '20220915-cc3e1ac6'), ('l3', '20220915-466793d6'),
+                                ('l7', '20220915-185e30af'))))

@@ -17,6 +17,7 @@
 import re
 
 from mmext.checkpoints.loading import Layout, register_family, rename_keys
+from mmext.checkpoints.zoo import PretrainedWeights, register_weights
 
 _IDX = re.compile(r'(^|\.)attention_bias_idxs$')
 
@@ -77,3 +78,10 @@ register_family('EfficientFormerV2', [
     Layout('mmext/timm', lambda keys: any(k.startswith(('stem.', 'stages.')) for k in keys),
            efficientformer_v2_from_timm),
 ], head_pattern=r'^(head|head_dist|dist_head|norm)\.')
+
+# timm's snap_dist_in1k weights on the Hugging Face hub (the authors' are on Google Drive only)
+_URL = ('https://huggingface.co/timm/efficientformerv2_{}.snap_dist_in1k/resolve/main/'
+        'model.safetensors')
+register_weights(*(PretrainedWeights(f'efficientformerv2_{a}', 'EfficientFormerV2', a,
+                                     _URL.format(a), 'mmext/timm')
+                   for a in ('s0', 's1', 's2', 'l')))

@@ -10,6 +10,7 @@
 import re
 
 from mmext.checkpoints.loading import Layout, identity, register_family, rename_keys
+from mmext.checkpoints.zoo import PretrainedWeights, register_weights
 
 _COMMON_RULES = [
     (re.compile(r'^patch_embed\.'), 'stem.'),
@@ -51,3 +52,8 @@ register_family('SHViT', [
     Layout('timm', lambda keys: any(k.startswith('stages.') for k in keys)
            and any(k.startswith('patch_embed.') for k in keys), shvit_from_timm),
 ])
+
+# the authors' GitHub release (ysj9909/SHViT v1.0), in their layout
+_URL = 'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{}.pth'
+register_weights(*(PretrainedWeights(f'shvit_{a}', 'SHViT', a, _URL.format(a), 'official')
+                   for a in ('s1', 's2', 's3', 's4')))

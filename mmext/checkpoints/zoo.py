@@ -1,4 +1,5 @@
-"""The pretrained weights mmext knows: model name -> where they come from (one table).
+"""The pretrained weights mmext knows: model name -> where they come from (one table, filled by
+the families' layout modules, ``mmext/checkpoints/<family>.py``).
 
 Every config of a model points its backbone ``init_cfg.checkpoint`` at the URL listed here (the
 OpenMMLab convention of literal URLs in configs); :mod:`mmext.checkpoints.sources` downloads,
@@ -43,27 +44,23 @@ class PretrainedWeights:
     sha256: Optional[str] = None
 
 
-_SHVIT = 'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{}.pth'
-_OPENMMLAB = ('https://download.openmmlab.com/mmclassification/v0/efficientformer/'
-              'efficientformer-{}_3rdparty_in1k_{}.pth')
-_TIMM_HF = ('https://huggingface.co/timm/efficientformerv2_{}.snap_dist_in1k/resolve/main/'
-            'model.safetensors')
+#: model name -> :class:`PretrainedWeights`; each family's layout module adds its own
+#: (:func:`register_weights`) when :mod:`mmext.checkpoints` imports it
+ZOO = {}
+#: model name -> why it has configs but no released weights (:func:`register_no_weights`)
+NO_RELEASED_WEIGHTS = {}
 
-ZOO = {w.name: w for w in [
-    *(PretrainedWeights(f'shvit_{a}', 'SHViT', a, _SHVIT.format(a), 'official')
-      for a in ('s1', 's2', 's3', 's4')),
-    PretrainedWeights('efficientformer_l1', 'EfficientFormer', 'l1',
-                      _OPENMMLAB.format('l1', '20220915-cc3e1ac6'), 'mmpretrain'),
-    PretrainedWeights('efficientformer_l3', 'EfficientFormer', 'l3',
-                      _OPENMMLAB.format('l3', '20220915-466793d6'), 'mmpretrain'),
-    PretrainedWeights('efficientformer_l7', 'EfficientFormer', 'l7',
-                      _OPENMMLAB.format('l7', '20220915-185e30af'), 'mmpretrain'),
-    *(PretrainedWeights(f'efficientformerv2_{a}', 'EfficientFormerV2', a, _TIMM_HF.format(a),
-                        'mmext/timm') for a in ('s0', 's1', 's2', 'l')),
-]}
 
-#: models that have configs but no released weights
-NO_RELEASED_WEIGHTS = ('edgevit_xxs', 'edgevit_xs', 'edgevit_s')
+def register_weights(*weights):
+    """Add :class:`PretrainedWeights` entries to :data:`ZOO` (a family's layout module does)."""
+    for w in weights:
+        ZOO[w.name] = w
+
+
+def register_no_weights(names, reason):
+    """Record models that have configs but no released weights, and why (one clear error)."""
+    for name in names:
+        NO_RELEASED_WEIGHTS[name] = reason
 
 
 def get_weights(name):
@@ -73,7 +70,7 @@ def get_weights(name):
         return ZOO[key]
     if key in NO_RELEASED_WEIGHTS:
         raise ConfigError(
-            f'{name} has no released ImageNet weights (EdgeViT\'s authors published none); train '
+            f'{name} has no released ImageNet weights ({NO_RELEASED_WEIGHTS[key]}); train '
             f'it yourself and point init_cfg.checkpoint at the file, or train from scratch.')
     raise ConfigError(f'Unknown model {name!r}; models with weights: {", ".join(ZOO)}.')
 
