@@ -15,22 +15,13 @@ import pytest
 import yaml
 
 from mmext.errors import ConfigError
+from mmext.models.families import FAMILIES, arch_entries, family_by_prefix
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 USER_BASE = 'mmext::mask_rcnn/shvit_s4_fpn_1x_coco.py'
-# The canonical ImageNet weights of each backbone (EdgeViT: none released).
-_EF_HASH = dict(l1='20220915-cc3e1ac6', l3='20220915-466793d6', l7='20220915-185e30af')
-CANONICAL_WEIGHTS = {
-    **{f'shvit_{a}': f'https://github.com/ysj9909/SHViT/releases/download/v1.0/shvit_{a}.pth'
-       for a in ('s1', 's2', 's3', 's4')},
-    **{f'efficientformer_{a}': 'https://download.openmmlab.com/mmclassification/v0/efficientformer/'
-                               f'efficientformer-{a}_3rdparty_in1k_{h}.pth'
-       for a, h in _EF_HASH.items()},
-    **{f'efficientformerv2_{a}': f'https://huggingface.co/timm/efficientformerv2_{a}.snap_dist_in1k/'
-                                 'resolve/main/model.safetensors'
-       for a in ('s0', 's1', 's2', 'l')},
-}
-NO_WEIGHTS = ('edgevit_xxs', 'edgevit_xs', 'edgevit_s')
+# The canonical ImageNet weights of each backbone (EdgeViT: none released): the family manifest's.
+CANONICAL_WEIGHTS = {f.model_name(a): spec.weights for f, a, spec in arch_entries() if spec.weights}
+NO_WEIGHTS = tuple(f.model_name(a) for f, a, spec in arch_entries() if not spec.weights)
 # metafile folder -> (config suffix, task name in PAPER_RESULTS)
 METAFILE_FOLDERS = dict(mask_rcnn=('_fpn_1x_coco.py', 'Mask R-CNN'),
                         retinanet=('_fpn_1x_coco.py', 'RetinaNet'),
@@ -302,8 +293,6 @@ def _metafiles():
                   if osp.isfile(osp.join(REPO, 'configs', d, 'metafile.yml')))
 
 
-_FAMILIES = dict(shvit='SHViT', efficientformer='EfficientFormer',
-                 efficientformerv2='EfficientFormerV2', edgevit='EdgeViT')
 _CODE_PARAMS = {}
 
 
@@ -311,12 +300,14 @@ def _code_params():
     """``{'shvit_s4': 16.139, ...}``: every arch of every family built from mmext's code with its
     default arguments (no classifier), parameters in millions to 3 decimals; built once."""
     if not _CODE_PARAMS:
-        import mmext.models
+        import torch
+
         from mmext.analysis import count_params
-        for prefix, family in _FAMILIES.items():
-            cls = getattr(mmext.models, family)
-            for arch in cls.arch_settings:
-                _CODE_PARAMS[f'{prefix}_{arch}'] = round(count_params(cls(arch)) / 1e6, 3)
+        for family in FAMILIES.values():
+            for arch in family.cls.arch_settings:
+                with torch.device('meta'):  # shapes only: no weights initialised
+                    model = family.cls(arch)
+                _CODE_PARAMS[family.model_name(arch)] = round(count_params(model) / 1e6, 3)
     return _CODE_PARAMS
 
 
@@ -358,7 +349,7 @@ def test_metafile_weights_params_and_paper_results(folder):
     from mmext.analysis.summarize import PAPER_RESULTS
     suffix, task = METAFILE_FOLDERS[folder]
     params = _code_params()
-    assert len(params) == 14, params
+    assert sorted(params) == sorted(f.model_name(a) for f, a, _ in arch_entries()), params
     paper = {r['backbone']: r for r in PAPER_RESULTS if r['task'] == task}
     meta = _load_yaml(osp.join(REPO, 'configs', folder, 'metafile.yml'))
     seen = set()
@@ -377,6 +368,10 @@ def test_metafile_weights_params_and_paper_results(folder):
         assert all(u == pretrained for u in urls), (model['Config'], urls)
         assert model['Metadata']['Backbone Parameters (M)'] == params[backbone], model['Name']
         assert model['Metadata']['Backbone'].lower().replace('-', '_') == backbone
+        # the backbone's paper, as the manifest names it
+        source = family_by_prefix(backbone.rsplit('_', 1)[0]).paper
+        assert (model['Paper']['Title'], model['Paper']['URL']) == (source.title, source.url), \
+            model['Name']
         # Results: exactly the papers' numbers of PAPER_RESULTS, where it has them
         metrics = {METRIC_NAMES[k]: v for r in model.get('Results', [])
                    for k, v in r['Metrics'].items()}
