@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmext import benchmark as bench
 from mmext.benchmark.timing import time_cases
 from mmext.deploy.runners import Runner
+from mmext.models.families import FAMILIES
 from mmext.models.layers import LayerScale
 from tests.helpers import max_rel_error, randomize_norms
 from tests.helpers import load_tool
@@ -88,8 +89,9 @@ def unfused(called):
     return sorted(c.__name__ for c in called if issubclass(c, (_BatchNorm, LayerScale)))
 
 
-# One arch per family, by name. efficientformer_l1 also has layer scales and the pooling mixer.
-FUSE_ARCHS = ['shvit_s1', 'efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs']
+# The smallest arch of every family of the manifest (efficientformer_l1 also has layer scales and
+# the pooling mixer).
+FUSE_ARCHS = [f.model_name(f.smallest) for f in FAMILIES.values()]
 
 
 @pytest.mark.parametrize('arch', FUSE_ARCHS)
