@@ -11,6 +11,7 @@ from mmext.benchmark.protocols import ARCHS, DEFAULT_MODES, modes_for_device, re
 from mmext.deploy import runners
 from mmext.deploy.runners import MODES, make_runner, skip_reason
 from mmext.errors import ConfigError
+from mmext.models.families import FAMILIES
 from mmext.utils import max_rel_err, output_list
 from tests.helpers import load_tool
 
@@ -67,7 +68,8 @@ def test_bf16_really_computes_in_bf16(model_and_ref):
     assert 1e-4 < err <= TOLERANCE['bf16'], err
 
 
-@pytest.mark.parametrize('arch', ['efficientformer_l1', 'efficientformerv2_s0', 'edgevit_xxs'])
+@pytest.mark.parametrize('arch', [f.model_name(f.smallest) for f in FAMILIES.values()
+                                  if f.name != 'SHViT'])  # (SHViT: the tests above)
 def test_bf16_every_family_within_tolerance(arch):
     """The other families' deploy-only fast paths (EdgeViT's folded propagate/norm/project and
     fused residuals, EfficientFormerV2's talking heads, conv+GELU) in bf16: within tolerance of
