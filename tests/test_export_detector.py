@@ -60,22 +60,38 @@ def tiny_config(name, **test_cfg):
     return cfg
 
 
-def spread_head(head, seed=0):
-    """Random final convs with spread-out logits (scores from ~0 to ~0.9) and boxes of a few
-    strides, instead of the init's near-constant prior (every score ~0.01, boxes ~0 wide)."""
+#: final head convs -> (spread of their outputs over positions, bias range)
+SPREAD = {'rtm_cls': (1.0, (-5.0, -2.0)), 'retina_cls': (1.0, (-5.0, -2.0)),
+          'multi_level_conv_cls': (1.0, (-3.0, 0.0)), 'multi_level_conv_obj': (1.0, (-1.0, 1.0)),
+          'rtm_reg': (0.5, (1.0, 3.0)), 'multi_level_conv_reg': (0.3, (-0.3, 0.3)),
+          'retina_reg': (0.2, (-0.1, 0.1))}
+
+
+def spread_head(detector, seed=0):
+    """Random final head convs whose outputs vary over positions (scores from ~0 to ~0.9, boxes
+    of one to a few strides) instead of the init's near-constant ones: random weights scaled so
+    that the outputs' spread on a sample image is SPREAD's, random biases in SPREAD's range."""
+    head = detector.bbox_head
+    convs = {name: m for name, m in head.named_modules()
+             if isinstance(m, nn.Conv2d) and name.split('.')[0] in SPREAD}
     gen = torch.Generator().manual_seed(seed)
-    for name, m in head.named_modules():
-        if not isinstance(m, nn.Conv2d):
-            continue
-        leaf = name.split('.')[0]
-        if leaf in ('rtm_cls', 'multi_level_conv_cls', 'retina_cls', 'multi_level_conv_obj'):
-            std, bias = 0.3, (-3.0, 0.0)
-        elif leaf in ('rtm_reg', 'multi_level_conv_reg', 'retina_reg'):
-            std, bias = 0.05, ((1.0, 3.0) if leaf == 'rtm_reg' else (-0.3, 0.3))
-        else:
-            continue
-        with torch.no_grad():
-            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
+    spread = {}
+    hooks = [m.register_forward_hook(
+        lambda m, i, o, name=name: spread.__setitem__(  # the widest level of shared convs
+            name, max(spread.get(name, 0.0), float(o.std()))))
+        for name, m in convs.items()]
+    with torch.no_grad():
+        for m in convs.values():
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
+            m.bias.zero_()
+        x = torch.from_numpy(sample_image(SIZE, SIZE).transpose(2, 0, 1)[None].astype(
+            np.float32))
+        head(detector.extract_feat((x - 128.0) / 64.0))
+        for hook in hooks:
+            hook.remove()
+        for name, m in convs.items():
+            target, bias = SPREAD[name.split('.')[0]]
+            m.weight.mul_(target / max(spread[name], 1e-12))
             m.bias.copy_(torch.empty(m.bias.shape).uniform_(*bias, generator=gen))
 
 
@@ -85,7 +101,7 @@ def build_tiny(name, **test_cfg):
     cfg = tiny_config(name, **test_cfg)
     torch.manual_seed(0)
     detector, _, cfg = build_config_model(cfg)
-    spread_head(detector.bbox_head)
+    spread_head(detector)
     return cfg, detector.eval()
 
 
@@ -227,14 +243,26 @@ def test_file_has_the_contract_inputs_outputs_and_metadata(exported):
     assert info['max_rel_diff'] < 1e-3 and all(c['ok'] for c in info['checks'].values())
 
 
+def assert_padding_rows(dets, labels, score_thr):
+    """The contract's rows: sorted by score, kept rows first (score > score_thr, label >= 0),
+    then score 0, label -1 and a zero box."""
+    for d, l in zip(dets, labels):
+        kept = l >= 0
+        n = int(kept.sum())
+        assert kept[:n].all() and not kept[n:].any()
+        assert (np.diff(d[:, 4]) <= 0).all()
+        assert (d[n:] == 0).all() and (l[n:] == -1).all() and (d[:n, 4] > score_thr).all()
+
+
 def test_onnxruntime_equals_the_torch_wrapper_batch_2_other_size(exported):
-    """Dynamic N, H, W: two different images at 96 x 160 (not a traced size)."""
+    """Dynamic N, H, W: two different images at 96 x 192 (neither the traced height nor
+    width)."""
     from mmext.deploy.detector_export import compare_detections
     from mmext.deploy.detector_runtime import DetectorSession, preprocess
     session = DetectorSession(exported['out'])
-    meta = session.meta
-    x = np.concatenate([preprocess(sample_image(96, 160, seed=s), meta)[0] for s in (3, 4)])
-    assert x.shape == (2, 3, 96, 160)
+    meta = dict(session.meta, input_size=[96, 192])
+    x = np.concatenate([preprocess(sample_image(96, 192, seed=s), meta)[0] for s in (3, 4)])
+    assert x.shape == (2, 3, 96, 192)
     dets, labels = session.run(x)
     k = meta['max_per_img']
     assert dets.shape == (2, k, 5) and labels.shape == (2, k) and labels.dtype == np.int64
@@ -244,13 +272,7 @@ def test_onnxruntime_equals_the_torch_wrapper_batch_2_other_size(exported):
     assert result['ok'], result['problem']
     assert min(result['detections']) > 5
     assert result['max_rel_diff'] < 1e-4
-    # the contract's padding rows: sorted scores, score 0 and label -1 past the kept ones
-    for i in range(2):
-        kept = labels[i] >= 0
-        n = int(kept.sum())
-        assert kept[:n].all() and not kept[n:].any()
-        assert (np.diff(dets[i, :, 4]) <= 0).all()
-        assert (dets[i, n:] == 0).all() and (dets[i, :n, 4] > meta['score_thr']).all()
+    assert_padding_rows(dets, labels, meta['score_thr'])
 
 
 def test_torch_wrapper_equals_mmdet_predict(exported):
@@ -272,6 +294,14 @@ def test_torch_wrapper_equals_mmdet_predict(exported):
         ours = postprocess(dets[0].numpy(), labels[0].numpy(), info)
         theirs = clip_to(mmdet_predict(exported['detector'], x, [info])[0], info)
         assert_same_detections(theirs, ours, k, f'{exported["name"]} {image.shape}')
+        # and the graph's own rows, in input pixels, against mmdet's without rescale or clip
+        raw = dict(info, scale_factor=(1.0, 1.0), ori_shape=info['img_shape'])
+        theirs = mmdet_predict(exported['detector'], x, [raw])[0]
+        ours = dict(bboxes=dets[0, :, :4].numpy(), scores=dets[0, :, 4].numpy(),
+                    labels=labels[0].numpy())
+        keep = ours['labels'] >= 0
+        assert_same_detections(theirs, {n: v[keep] for n, v in ours.items()}, k,
+                               f'{exported["name"]} {image.shape} in input pixels')
 
 
 def test_preprocess_equals_mmdet_test_pipeline(exported):
@@ -282,18 +312,20 @@ def test_preprocess_equals_mmdet_test_pipeline(exported):
     from mmext.deploy.detector_runtime import preprocess
     register_all_modules(init_default_scope=False)
     meta = exported['info']['meta']
-    image = sample_image(90, 137, seed=8)
     steps = [dict(s, type='mmdet.Resize') for s in exported['cfg'].test_dataloader.dataset.pipeline
              if s['type'] == 'Resize']
     pipe = Compose([dict(type='mmdet.LoadImageFromNDArray')] + steps)
-    data = pipe(dict(img=image, img_id=0))
-    x, info = preprocess(image, meta)
-    h, w = data['img_shape']
-    assert info['img_shape'] == (h, w) and info['ori_shape'] == (90, 137)
-    assert info['scale_factor'] == pytest.approx(data['scale_factor'])
-    np.testing.assert_array_equal(x[0, :, :h, :w], data['img'].transpose(2, 0, 1))
-    assert x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0
-    pad = x[0, :, h:, :].reshape(3, -1)
+    for shape, padded in (((90, 137), (128, 160)), ((96, 160), (96, 160))):
+        image = sample_image(*shape, seed=8)
+        data = pipe(dict(img=image, img_id=0))
+        x, info = preprocess(image, meta)
+        h, w = data['img_shape']
+        assert info['img_shape'] == (h, w) and info['ori_shape'] == shape
+        assert info['scale_factor'] == pytest.approx(data['scale_factor'])
+        np.testing.assert_array_equal(x[0, :, :h, :w], data['img'].transpose(2, 0, 1))
+        assert x.shape[2:] == padded == info['pad_shape']
+    x, info = preprocess(sample_image(90, 137), meta)
+    pad = x[0, :, info['img_shape'][0]:, :].reshape(3, -1)
     assert pad.size and np.allclose(pad.T, meta['pad_value'])
 
 
@@ -415,6 +447,8 @@ def test_class_agnostic_follows_the_config(tmp_path):
         return float(iou[pair].max()) if pair.any() else 0.0
 
     assert worst_overlap(agnostic['bboxes'], agnostic['labels'], True) <= meta['iou_threshold']
+    assert (labels < 0).any(), 'score_thr 0.3 leaves fewer than K rows'
+    assert_padding_rows(dets, labels, meta['score_thr'])
     settings = detector_settings(cfg, detector, (128, 128))
     settings['class_agnostic'] = False
     per_class = DetectorWrapper(fuse_for_deploy(copy.deepcopy(detector)), settings).eval()
@@ -425,24 +459,46 @@ def test_class_agnostic_follows_the_config(tmp_path):
     assert worst_overlap(kept['bboxes'], kept['labels'], False) <= meta['iou_threshold']
 
 
-def test_score_threshold_and_max_per_img_follow_the_config():
-    """A higher score_thr keeps only scores above it; max_per_img sets K (the wrapper, eager)."""
+@pytest.mark.parametrize('name,score_thr,k', [('retinanet_shvit', 0.65, 60),
+                                               ('yolox_shvit', 0.4, 100)])
+def test_score_threshold_and_max_per_img_follow_the_config(name, score_thr, k):
+    """A score_thr that binds (fewer than K detections above it) and another K: the wrapper
+    (eager) keeps what mmdet's predict keeps, with the contract's padding rows."""
     from mmext.deploy.detector_export import DetectorWrapper, detector_settings
-    cfg, detector = build_tiny('rtmdet_shvit', score_thr=0.5, max_per_img=20)
+    from mmext.deploy.detector_runtime import postprocess
+    cfg, detector = build_tiny(name, score_thr=score_thr, max_per_img=k)
+    if name.startswith('yolox'):
+        detector.bbox_head.test_cfg.max_per_img = k
     settings = detector_settings(cfg, detector, (128, 128))
     wrapper = DetectorWrapper(copy.deepcopy(detector), settings).eval()
     x = torch.from_numpy(np.ascontiguousarray(sample_image(128, 128, seed=12).transpose(
         2, 0, 1)[None]).astype(np.float32))
     with torch.no_grad():
         dets, labels = wrapper(x)
-    assert dets.shape == (1, 20, 5)
-    kept = labels[0] >= 0
-    assert kept.sum() > 0 and (dets[0, kept, 4] > 0.5).all()
-    from mmext.deploy.detector_runtime import postprocess
+    assert dets.shape == (1, k, 5)
+    kept = int((labels[0] >= 0).sum())
+    assert 5 < kept < k, kept
+    assert_padding_rows(dets.numpy(), labels.numpy(), score_thr)
     info = dict(scale_factor=(1.0, 1.0), ori_shape=(128, 128))
-    assert_same_detections(clip_to(mmdet_predict(detector, x.numpy(), [dict(
-        info, img_shape=(128, 128), pad_shape=(128, 128))])[0], info),
-        postprocess(dets[0].numpy(), labels[0].numpy(), info), 20, 'score_thr 0.5')
+    theirs = mmdet_predict(detector, x.numpy(), [dict(info, img_shape=(128, 128),
+                                                      pad_shape=(128, 128))])[0]
+    assert len(theirs.scores) == kept
+    assert_same_detections(clip_to(theirs, info),
+                           postprocess(dets[0].numpy(), labels[0].numpy(), info), k,
+                           f'score_thr {score_thr}')
+
+
+def test_postprocess_drops_padding_rescales_and_clips():
+    from mmext.deploy.detector_runtime import postprocess
+    dets = np.array([[[10, 20, 50, 300, 0.9], [-8, 4, 16, 8, 0.5], [2, 2, 4, 4, 0.2],
+                      [0, 0, 0, 0, 0]]], np.float32)
+    labels = np.array([[3, 1, 2, -1]])
+    info = dict(scale_factor=(2.0, 0.5), ori_shape=(100, 30))
+    out = postprocess(dets, labels, info)
+    np.testing.assert_allclose(out['bboxes'], [[5, 40, 25, 100], [0, 8, 8, 16], [1, 4, 2, 8]])
+    np.testing.assert_allclose(out['scores'], [0.9, 0.5, 0.2])
+    assert out['labels'].tolist() == [3, 1, 2] and out['labels'].dtype == np.int64
+    assert postprocess(dets[0], labels[0], info, score_thr=0.5)['labels'].tolist() == [3]
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -518,6 +574,8 @@ def test_session_settings_are_checked(exports, monkeypatch):
         DetectorSession(out, precision='bf16')
     with pytest.raises(ConfigError, match='unknown backend'):
         DetectorSession(out, backend='tensorrt')
+    with pytest.raises(ConfigError, match='int8 on OpenVINO runs an int8'):
+        DetectorSession(out, backend='openvino', precision='int8')
     monkeypatch.setitem(sys.modules, 'openvino', None)
     with pytest.raises(MmextError, match=r'pip install mmext\[openvino\]'):
         DetectorSession(out, backend='openvino')
@@ -540,10 +598,27 @@ def test_openvino_runs_the_file(exports):
 
 
 @pytest.mark.slow
-def test_int8_session_runs(exports):
-    """ONNX Runtime int8 (static QDQ, calibrated on generated images): runs, finds boxes."""
-    from mmext.deploy.detector_runtime import DetectorSession
-    session = DetectorSession(exports('rtmdet_shvit')['out'], precision='int8')
-    result = session.predict([sample_image(200, 160, seed=3)])[0]
+def test_int8_session_runs(exports, tmp_path):
+    """ONNX Runtime int8 (static QDQ, calibrated on generated images through preprocess):
+    finds boxes; the quantized file then runs as int8 as it is (ORT, and OpenVINO if there)."""
+    import shutil
+    from mmext.deploy.detector_runtime import DetectorSession, read_metadata
+    out = exports('rtmdet_shvit')['out']
+    session = DetectorSession(out, precision='int8')
+    assert session.quantized is False and session.run_path != out
+    image = sample_image(200, 160, seed=3)
+    result = session.predict([image])[0]
     assert len(result['bboxes']) > 0
+    int8 = str(tmp_path / 'int8.onnx')
+    shutil.copy(session.run_path, int8)
     session.close()
+    assert read_metadata(int8) == read_metadata(out)  # the metadata survives quantization
+    again = DetectorSession(int8, precision='int8')
+    assert again.quantized and again.run_path == int8
+    assert len(again.predict([image])[0]['bboxes']) == len(result['bboxes'])
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return
+    assert len(DetectorSession(int8, backend='openvino', precision='int8').predict(
+        [image])[0]['bboxes']) > 0

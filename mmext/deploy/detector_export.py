@@ -286,15 +286,18 @@ def check_batches(meta, sizes, dynamic):
     batches.append((f'1x{x.shape[2]}x{x.shape[3]}', x))
     if dynamic:
         for (hh, ww) in sizes:
-            a, _ = preprocess(verification_image(hh, ww, seed=1), meta)
-            b, _ = preprocess(verification_image(hh, ww, seed=2)[:, ::-1].copy(), meta)
+            other = dict(meta, input_size=[hh, ww])  # resized to (hh, ww) itself
+            a, _ = preprocess(verification_image(hh, ww, seed=1), other)
+            b, _ = preprocess(verification_image(hh, ww, seed=2)[:, ::-1].copy(), other)
             batches.append((f'2x{a.shape[2]}x{a.shape[3]}', np.concatenate([a, b])))
     return batches
 
 
 def _other_size(h, w):
-    """A second image size (another aspect ratio) to check the dynamic height and width at."""
-    return [(max(32, h * 3 // 4), w)]
+    """A second image size to check the dynamic height and width at: both differ from the
+    traced ones (a width kept would hide priors frozen at the traced width, as row-major grids
+    of the same width index alike)."""
+    return [(max(32, h * 3 // 4), w + max(32, w // 4))]
 
 
 @torch.no_grad()

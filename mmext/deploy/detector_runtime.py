@@ -176,13 +176,26 @@ def _calibration_batches(meta, num=8):
         return [preprocess(cv2.imread(f, cv2.IMREAD_COLOR), meta)[0] for f in files]
 
 
+def _is_quantized(path):
+    """Whether the graph already holds int8 QuantizeLinear nodes (a quantized export)."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    graph = onnx.load(path, load_external_data=False).graph
+    return any(node.op_type in ('QuantizeLinear', 'DynamicQuantizeLinear') for node in graph.node)
+
+
 class DetectorSession:
     """An exported detector on ``backend`` (``'onnxruntime'`` or ``'openvino'``).
 
     ``precision``: ``'fp32'``; ``'bf16'`` on OpenVINO (the CPU plugin's
-    ``INFERENCE_PRECISION_HINT``); ``'int8'`` on ONNX Runtime (static QDQ int8 of the
-    convolutions and matrix products, calibrated on generated demo images, written to a
-    temporary file at creation). ``threads``: intra-op threads.
+    ``INFERENCE_PRECISION_HINT``); ``'int8'``: a file that is already int8 (QDQ nodes) runs as it
+    is on either backend; an fp32 file is quantized at creation on ONNX Runtime (static QDQ int8
+    of the convolutions and matrix products, calibrated on generated demo images through
+    :func:`preprocess`, in a temporary file), and refused on OpenVINO. ``threads``: intra-op
+    threads. ``run_path``: the file the backend runs (the temporary int8 file when quantized
+    here).
     """
 
     def __init__(self, path, backend='onnxruntime', precision='fp32', threads=1):
@@ -194,13 +207,15 @@ class DetectorSession:
         if backend == 'onnxruntime' and precision == 'bf16':
             raise ConfigError('bf16 is not offered on ONNX Runtime (its CPU kernels run fp32); '
                               "use backend='openvino' for bf16.")
-        if backend == 'openvino' and precision == 'int8':
-            raise ConfigError("int8 is offered on ONNX Runtime only; use backend='onnxruntime' "
-                              'for int8 (or fp32/bf16 on OpenVINO).')
         self.path, self.backend, self.precision = str(path), backend, precision
         self.threads = int(threads or 1)
         self.meta = read_metadata(self.path)
         self._tmp = None
+        self.quantized = precision == 'int8' and _is_quantized(self.path)
+        if backend == 'openvino' and precision == 'int8' and not self.quantized:
+            raise ConfigError(f'int8 on OpenVINO runs an int8 (QuantizeLinear/DequantizeLinear) '
+                              f'file and {self.path!r} is fp32: quantize it first, or use '
+                              "backend='onnxruntime' (quantizes at start-up).")
         if backend == 'onnxruntime':
             self._init_ort()
         else:
@@ -208,7 +223,7 @@ class DetectorSession:
 
     def _init_ort(self):
         path = self.path
-        if self.precision == 'int8':
+        if self.precision == 'int8' and not self.quantized:
             import tempfile
             from mmext.deploy.quantize import quantize_onnx
             _ort_session(path, 1)  # a broken file is reported as such, not as a quantizer error
@@ -217,6 +232,7 @@ class DetectorSession:
             images = np.concatenate(_calibration_batches(self.meta))
             quantize_onnx(path, int8, images)
             path = int8
+        self.run_path = path
         session = _ort_session(path, self.threads)
         names = [o.name for o in session.get_outputs()]
         input_name = session.get_inputs()[0].name
@@ -228,6 +244,7 @@ class DetectorSession:
         except ImportError:
             raise MmextError('OpenVINO is not installed: `pip install mmext[openvino]` (or '
                              '`pip install openvino`).') from None
+        # int8 files (QDQ): OpenVINO picks int8 kernels itself under the f32 hint
         config = {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
                   'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
                   'INFERENCE_NUM_THREADS': str(self.threads)}
@@ -238,6 +255,7 @@ class DetectorSession:
                              f'{self.precision} ({type(exc).__name__}: '
                              f'{str(exc).strip().splitlines()[0] if str(exc).strip() else ""})'
                              ) from None
+        self.run_path = self.path
         request = compiled.create_infer_request()
         outputs = [o.get_any_name() for o in compiled.outputs]
         order = [outputs.index(n) if n in outputs else i for i, n in enumerate(('dets', 'labels'))]
