@@ -1,0 +1,120 @@
+"""One detector in every deployment format, with anchors, in one table: status, file size, bbox
+AP on a COCO-format validation set (and its change vs torch fp32), preprocess / inference /
+postprocess ms per image and FPS, all formats timed in interleaved rounds in one run.
+
+Formats: torch-fp32, torch-bf16 (native bf16 CPUs only), onnxruntime-fp32, onnxruntime-int8
+(quantize_static QDQ, per-channel), openvino-fp32, openvino-bf16, openvino-int8 (NNCF); int8 is
+calibrated on the first --calib-images evaluation images and keeps the heads' output convs, box
+decoding and NMS in float. The exported file is tools/export_detector.py's (decoding and NMS in
+the graph; inference ms covers them). CHECKPOINT `none` benchmarks random weights (seeded).
+Anchors: mmdet's RTMDet-tiny exported and run the same way (--anchor-configs, random weights
+unless --anchor-checkpoints), and --anchor-onnx files another exporter wrote (latency only).
+See mmext/benchmark/formats.py.
+
+Examples:
+
+    python tools/benchmark_formats.py configs/rtmdet/shvit_s1_rtmdet_tiny_4xb32-100e_coco.py \
+        none --out docs/benchmarks/detector_formats_cpu_1thread_640.json
+    # a trained checkpoint on COCO val2017 (annotations/instances_val2017.json + val2017/)
+    python tools/benchmark_formats.py CONFIG work_dirs/run/epoch_100.pth --data data/coco \
+        --max-images 500 --out work_dirs/formats.json
+    # only some formats, no RTMDet-tiny anchor
+    python tools/benchmark_formats.py CONFIG none --formats torch-fp32 onnxruntime-fp32 \
+        onnxruntime-int8 --anchor-configs --out work_dirs/formats.json
+
+Ultralytics YOLO11n anchor (a separate venv: the index's torchvision wheels do not import beside
+mmext's CPU torch; random weights built from the model yaml, Ultralytics' own exporter):
+
+    python3.11 -m venv .venv-ultralytics
+    .venv-ultralytics/bin/pip install torch==2.1.2 torchvision==0.16.2 ultralytics onnx \
+        onnxruntime openvino
+    .venv-ultralytics/bin/python -c "from ultralytics import YOLO; m = YOLO('yolo11n.yaml'); \
+        m.export(format='onnx', imgsz=640); m.export(format='openvino', imgsz=640)"
+    python tools/benchmark_formats.py CONFIG none --anchor-onnx yolo11n.onnx \
+        yolo11n_openvino_model --out ...
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmext.errors import ConfigError, run_cli  # noqa: E402
+
+
+def main(argv=None):
+    from mmengine.config import DictAction
+
+    from mmext.benchmark.formats import FORMATS, RTMDET_TINY
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='an mmdet config (path, mmext::... or mmdet::...)')
+    parser.add_argument('checkpoint', help='weights training wrote, or "none" (random weights)')
+    parser.add_argument('--out', default='work_dirs/benchmark/detector_formats.json',
+                        help='JSON to write (the markdown table goes beside it, .md), or a '
+                        'folder to write detector_formats.json into')
+    parser.add_argument('--data', default=None,
+                        help='COCO-format folder (annotations/instances_val2017.json + '
+                        'val2017/); default: the generated demo validation set')
+    parser.add_argument('--max-images', type=int, default=None,
+                        help='evaluate on the first N images only')
+    parser.add_argument('--shape', type=int, nargs='+', default=[640, 640], metavar='N',
+                        help='H W the export resizes to and the timing input size '
+                        '(default 640 640)')
+    parser.add_argument('--batch', type=int, default=1, help='timing batch (default 1)')
+    parser.add_argument('--threads', type=int, default=1, help='CPU threads (default 1)')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='interleaved rounds over all formats (default 3)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed runs per format before its first round (default 2; '
+                        '1 before later rounds)')
+    parser.add_argument('--iters', type=int, default=5,
+                        help='timed runs per format per round (default 5)')
+    parser.add_argument('--formats', nargs='+', default=['all'], metavar='FORMAT',
+                        help=f'some of {", ".join(FORMATS)} (default all)')
+    parser.add_argument('--calib-images', type=int, default=16,
+                        help='int8 calibration images (the first of the data; default 16)')
+    parser.add_argument('--anchor-configs', nargs='*', default=[RTMDET_TINY], metavar='CONFIG',
+                        help=f'configs run like CONFIG (default {RTMDET_TINY}; none: give the '
+                        'flag alone)')
+    parser.add_argument('--anchor-checkpoints', nargs='*', default=[], metavar='CKPT',
+                        help='checkpoints of the anchor configs, in order (none: random)')
+    parser.add_argument('--anchor-onnx', nargs='*', default=[], metavar='PATH',
+                        help='an ONNX file or OpenVINO model (.xml or folder) another exporter '
+                        'wrote (Ultralytics YOLO11n), timed for latency only')
+    parser.add_argument('--work-dir', default=None,
+                        help='keep the exported and quantized files here (default: a '
+                        'temporary folder, removed)')
+    parser.add_argument('--seed', type=int, default=0, help='random weights seed (default 0)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config values of CONFIG, as in tools/train.py')
+    args = parser.parse_args(argv)
+    if len(args.shape) == 1:
+        args.shape = args.shape * 2
+    if len(args.shape) != 2:
+        raise ConfigError(f'--shape is H W (or one number), not {args.shape}')
+    from mmext.apis.benchmark_formats import benchmark_formats
+    from mmext.benchmark.formats import to_markdown
+    from mmext.benchmark.report import threads_warning
+    warning = threads_warning(args.threads)
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr, flush=True)
+    none = ('none', 'random')
+    anchor_ckpts = [None if c.lower() in none else c for c in args.anchor_checkpoints]
+    command = ' '.join(['python', 'tools/benchmark_formats.py'] + list(
+        sys.argv[1:] if argv is None else argv))
+    result = benchmark_formats(
+        args.config, None if args.checkpoint.lower() in none else args.checkpoint,
+        out=args.out, data=args.data, shape=tuple(args.shape), batch=args.batch,
+        threads=args.threads, rounds=args.rounds, warmup=args.warmup, iters=args.iters,
+        formats=args.formats, anchor_configs=args.anchor_configs,
+        anchor_checkpoints=anchor_ckpts, anchor_onnx=args.anchor_onnx,
+        max_images=args.max_images, calib_images=args.calib_images, work_dir=args.work_dir,
+        seed=args.seed, cfg_options=args.cfg_options, command=command,
+        progress=lambda msg: print(msg, flush=True))
+    print(to_markdown(result['rows'], result['meta']))
+    print(f'wrote {result["json"]} and {result["markdown"]}')
+
+
+if __name__ == '__main__':
+    run_cli(main)
