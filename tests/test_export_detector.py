@@ -488,6 +488,37 @@ def test_score_threshold_and_max_per_img_follow_the_config(name, score_thr, k):
                            f'score_thr {score_thr}')
 
 
+def test_normalisation_outside_the_graph(tmp_path):
+    """normalize_in_graph=False: the metadata says so, preprocess flips and normalises (the pad
+    too, as mmdet's preprocessor pads after normalising), and the detections equal those of the
+    wrapper that normalises itself."""
+    import onnx
+    from mmext.deploy.detector_export import (DetectorWrapper, detector_settings,
+                                              export_detector_model, fuse_for_deploy)
+    from mmext.deploy.detector_runtime import DetectorSession, preprocess
+    cfg, detector = build_tiny('retinanet_shvit')
+    out = str(tmp_path / 'raw.onnx')
+    info = export_detector_model(detector, cfg, out, [str(i) for i in range(80)],
+                                 input_size=(96, 128), normalize_in_graph=False, dynamic=False)
+    meta = info['meta']
+    assert meta['normalize_in_graph'] is False and info['input_shape'] == [1, 3, 96, 128]
+    dims = [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 96, 128]
+    image = sample_image(72, 128, seed=13)  # resized to 72 x 128, padded to 96 x 128
+    x, pinfo = preprocess(image, meta)
+    assert x.shape == (1, 3, 96, 128) and np.allclose(x[0, :, 72:], 0, atol=1e-6)
+    assert np.abs(x).max() < 3  # normalised
+    pixels, _ = preprocess(image, dict(meta, normalize_in_graph=True))
+    settings = detector_settings(cfg, detector, (96, 128))
+    wrapper = DetectorWrapper(fuse_for_deploy(copy.deepcopy(detector)), settings).eval()
+    with torch.no_grad():
+        ref = wrapper(torch.from_numpy(pixels))
+    from mmext.deploy.detector_export import compare_detections
+    dets, labels = DetectorSession(out).run(x)
+    result = compare_detections(ref[0].numpy(), ref[1].numpy(), dets, labels)
+    assert result['ok'], result['problem']
+
+
 def test_postprocess_drops_padding_rescales_and_clips():
     from mmext.deploy.detector_runtime import postprocess
     dets = np.array([[[10, 20, 50, 300, 0.9], [-8, 4, 16, 8, 0.5], [2, 2, 4, 4, 0.2],

@@ -56,9 +56,9 @@ def main(argv=None):
                            normalize_in_graph=not args.no_normalize, dynamic=not args.static,
                            opset=args.opset, force=args.force, cfg_options=args.cfg_options)
     meta = info['meta']
-    print(f'wrote {info["path"]}: {meta["detector"]} ({meta["backbone"]}), input '
-          f'{"x".join(str(v) for v in info["input_shape"])} ({"dynamic" if info["dynamic"] else "static"}), '
-          f'K={meta["max_per_img"]}, {len(meta["classes"])} classes; ONNX Runtime vs PyTorch: max '
+    shape = 'x'.join(str(v) for v in info['input_shape'])
+    print(f'wrote {info["path"]}: {meta["detector"]} ({meta["backbone"]}), input {shape} '
+          f'({"dynamic" if info["dynamic"] else "static"}), K={meta["max_per_img"]}, {len(meta["classes"])} classes; ONNX Runtime vs PyTorch: max '
           f'box diff {info["max_box_diff"]:.2e} px, score diff {info["max_score_diff"]:.2e}; '
           f'export {info["export_s"]:.1f} s' + ('' if checkpoint else '; random weights'))
 

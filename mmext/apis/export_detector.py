@@ -1,6 +1,7 @@
 """``export_detector``: a config + checkpoint to the exported-detector ONNX file
 (``tools/export_detector.py``). Loading the config and the weights happens here (mmext.apis may
-import mmext.engine); the graph, its checks and its metadata are :mod:`mmext.deploy.detector_export`.
+import mmext.engine); the graph, its checks and its metadata are
+:mod:`mmext.deploy.detector_export`.
 """
 import os.path as osp
 
@@ -76,6 +77,8 @@ def export_detector(config, checkpoint, out, input_size=None, normalize_in_graph
     from mmext.engine.config import build_config_model
 
     if input_size is not None:
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
         input_size = tuple(int(v) for v in input_size)
     if not str(out).lower().endswith('.onnx'):
         raise ConfigError(f'the output {str(out)!r} does not end in .onnx; give an output file '

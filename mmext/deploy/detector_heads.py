@@ -165,7 +165,7 @@ class DenseCandidates(nn.Module):
                 # nms_pre zero pairs appended: top-k of nms_pre always exists (a zero pair is no
                 # candidate, its index is clamped onto a real one)
                 flat = torch.cat([flat, flat.new_zeros((n, self.nms_pre))], dim=1)
-                top_scores, idx = flat.topk(self.nms_pre, dim=1)
+                top_scores, idx = flat.topk(self.nms_pre, dim=1, sorted=False)
                 idx = torch.where(idx < pairs, idx, torch.zeros_like(idx))
             else:
                 top_scores = flat
