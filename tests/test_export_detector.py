@@ -548,7 +548,11 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
     err = user_error(capsys, ['configs/mask_rcnn/shvit_s1_fpn_1x_coco.py', 'none',
                               str(tmp_path / 'm.onnx')])
     assert 'MaskRCNN is not a single-stage detector' in err
-    assert sorted(os.listdir(tmp_path)) == ['det.onnx']
+    bad = tmp_path / 'other.pth'
+    torch.save(dict(state_dict={'backbone.stem.weight': torch.zeros(3)}), str(bad))
+    err = user_error(capsys, [MMDET_RTMDET, str(bad), str(tmp_path / 'c.onnx')])
+    assert 'does not fit the model' in err
+    assert sorted(os.listdir(tmp_path)) == ['det.onnx', 'other.pth']
 
 
 def user_error(capsys, argv):
