@@ -162,10 +162,19 @@ def _mmengine_version():
 def _resolve_cfg_path(original):
     """``Config._get_cfg_path`` that resolves ``mmext::`` itself and leaves the rest to ``original``."""
 
+    external = {}
+
     def _get_cfg_path(cfg_path, filename):
         if isinstance(cfg_path, str) and cfg_path.startswith(SCHEME):
             # scope None: read as the file itself (see the module docstring).
             return config_path(cfg_path), None
+        if isinstance(cfg_path, str) and '::' in cfg_path:
+            # Another package's config (``mmdet::...``): mmengine parses that package's whole
+            # model index (about 100 metafiles for mmdet, ~0.2 s) on every call, and the answer
+            # depends on the name alone: looked up once per process.
+            if cfg_path not in external:
+                external[cfg_path] = original(cfg_path, filename)
+            return external[cfg_path]
         return original(cfg_path, filename)
 
     _get_cfg_path.__wrapped__ = original

@@ -123,3 +123,25 @@ def test_semfpn_recipe(path):
     assert tuple(cfg.model.data_preprocessor.size) == (512, 512)
     assert cfg.model.decode_head.num_classes == 150
     assert cfg.model.get('pretrained') is None
+
+
+def test_other_packages_bases_are_looked_up_once(monkeypatch):
+    """mmext's config loader asks mmengine for an ``mmdet::``/``mmseg::`` base once per process
+    (mmengine reads the package's whole model index on each call): a config loaded again, and
+    another on the same bases, read no metafile; the paths are mmengine's own."""
+    from mmengine.config import Config
+    from mmengine.config import utils as config_utils
+    import mmext  # noqa: F401  (registers the loader)
+    calls = []
+    lookup = config_utils._get_cfg_metainfo
+    monkeypatch.setattr(config_utils, '_get_cfg_metainfo',
+                        lambda *a: calls.append(a) or lookup(*a))
+    first = osp.join(CONFIG_DIR, 'retinanet', 'shvit_s1_fpn_1x_coco.py')
+    Config.fromfile(first)  # (earlier tests of this process may have looked them up already)
+    seen = len(calls)
+    Config.fromfile(first)
+    Config.fromfile(osp.join(CONFIG_DIR, 'retinanet', 'shvit_s2_fpn_1x_coco.py'))
+    assert len(calls) == seen
+    path, scope = Config._get_cfg_path('mmdet::_base_/datasets/coco_detection.py', first)
+    assert scope == 'mmdet' and path == Config._get_cfg_path.__wrapped__(
+        'mmdet::_base_/datasets/coco_detection.py', first)[0]
