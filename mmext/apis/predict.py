@@ -82,7 +82,7 @@ def to_json(pred):
         rles = encode_mask_results(pred['masks'])
         for rle in rles:
             if isinstance(rle['counts'], bytes):
-                rle['counts'] = rle['counts'].decode()
+                rle['counts'] = rle['counts'].decode()  # novm (bytes.decode)
         out['masks'] = rles
     return out
 
