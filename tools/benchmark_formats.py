@@ -23,15 +23,20 @@ Examples:
         onnxruntime-int8 --anchor-configs --out work_dirs/formats.json
 
 Ultralytics YOLO11n anchor (a separate venv: the index's torchvision wheels do not import beside
-mmext's CPU torch; random weights built from the model yaml, Ultralytics' own exporter):
+mmext's CPU torch; random weights built from the model yaml, exported by Ultralytics' own
+exporter at 640, fp32, static 1x3x640x640, no NMS in the graph; onnxslim is what its exporter
+simplifies with):
 
     python3.11 -m venv .venv-ultralytics
     .venv-ultralytics/bin/pip install torch==2.1.2 torchvision==0.16.2 ultralytics onnx \
-        onnxruntime openvino
-    .venv-ultralytics/bin/python -c "from ultralytics import YOLO; m = YOLO('yolo11n.yaml'); \
-        m.export(format='onnx', imgsz=640); m.export(format='openvino', imgsz=640)"
+        onnxruntime openvino onnxslim
+    .venv-ultralytics/bin/python -c "from ultralytics import YOLO; \
+        YOLO('yolo11n.yaml').export(format='onnx', imgsz=640); \
+        YOLO('yolo11n.yaml').export(format='openvino', imgsz=640)"
     python tools/benchmark_formats.py CONFIG none --anchor-onnx yolo11n.onnx \
         yolo11n_openvino_model --out ...
+
+(tested with ultralytics 8.4.190, torch 2.1.2, openvino 2026.4.1, onnxslim 0.1.98).
 """
 import argparse
 import os.path as osp

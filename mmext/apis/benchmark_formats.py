@@ -99,7 +99,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
     """
     from mmext.benchmark.environment import environment
     from mmext.benchmark.formats import (anchor_case, calibration_batches, check_rows,
-                                         check_settings, failed_cases, model_cases,
+                                         check_settings, cpu_flags, failed_cases, model_cases,
                                          resolve_formats, run_cases, write_results)
     from mmext.benchmark.formats_data import (demo_eval_set, find_coco, label_map,
                                               load_eval_set, read_images)
@@ -172,7 +172,8 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
             shutil.rmtree(work_dir, ignore_errors=True)
     env = environment()
     meta = dict(
-        command=command, date=env['date'], cpu=env['cpu'], threads=threads,
+        command=command, date=env['date'], cpu=env['cpu'], cpu_flags=cpu_flags(),
+        threads=threads,
         shape=f'{shape[0]}x{shape[1]}', batch=batch, rounds=rounds, warmup=warmup, iters=iters,
         data=data_desc, images=len(images), calib_images=min(calib_images, len(images)),
         ap_note='; '.join(f'{k}: {v}' for k, v in notes.items()) or None,

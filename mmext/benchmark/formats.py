@@ -235,9 +235,22 @@ MD_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precision
               ('ap_delta', 'AP change'), ('preprocess_ms', 'pre ms'),
               ('inference_ms', 'inference ms'), ('postprocess_ms', 'post ms'),
               ('fps', 'FPS'), ('e2e_fps', 'FPS e2e'), ('note', 'note')]
-META_KEYS = ('command', 'date', 'cpu', 'threads', 'shape', 'batch', 'rounds', 'warmup', 'iters',
-             'data', 'images', 'ap_note', 'calib_images', 'torch', 'onnxruntime', 'openvino',
-             'nncf', 'mmdet')
+META_KEYS = ('command', 'date', 'cpu', 'cpu_flags', 'threads', 'shape', 'batch', 'rounds',
+             'warmup', 'iters', 'data', 'images', 'ap_note', 'calib_images', 'torch',
+             'onnxruntime', 'openvino', 'nncf', 'mmdet')
+
+
+def cpu_flags():
+    """The CPU's instruction-set flags that decide bf16 and int8 speed (``/proc/cpuinfo``)."""
+    wanted = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
+              'amx_int8')
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        return None
+    return ' '.join(w for w in wanted if w in flags) or 'none of ' + ' '.join(wanted)
 
 
 def to_markdown(rows, meta=None):

@@ -51,7 +51,8 @@ def torch_engine(wrapper, precision):
     import copy
     import torch
     module = wrapper
-    note = 'eager PyTorch, backbone fused (switch_to_deploy), decode + NMS as exported'
+    note = ('eager PyTorch, backbone fused (switch_to_deploy), decode + NMS as exported; size: '
+            'the module\'s parameters and buffers, unused ones included')
     if precision == 'bf16':
         from mmext.engine.precision import Bf16Module
         module = copy.deepcopy(wrapper)

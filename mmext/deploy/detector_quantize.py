@@ -15,6 +15,7 @@ float.
 Both write an ``.onnx`` file that keeps the fp32 file's ``mmext`` metadata, so
 :class:`~mmext.deploy.detector_runtime.DetectorSession` runs it like any export.
 """
+import contextlib
 import os
 import os.path as osp
 
@@ -189,19 +190,19 @@ def quantize_nncf(fp32_path, int8_path, batches, exclude_float_part=True):
                 'nothing kept float')
 
 
-class _quiet_nncf:
-    """NNCF's progress bars and INFO lines off while quantizing."""
-
-    def __enter__(self):
-        import logging
-        self.logger = logging.getLogger('nncf')
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
-        return False
+@contextlib.contextmanager
+def _quiet_nncf():
+    """NNCF's INFO lines and its progress bars (rich, on stdout) off while quantizing."""
+    import io
+    import logging
+    logger = logging.getLogger('nncf')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def quantized_products(model):
