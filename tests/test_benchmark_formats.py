@@ -230,7 +230,8 @@ def test_markdown_and_meta(table):
     assert '| model | format | precision | status | size (MB) | bbox AP | AP change |' in md
     assert md.count('| tiny_rtmdet |') == len(FORMATS)
     meta = table['meta']
-    for key in ('cpu', 'cpu_flags', 'date', 'torch', 'onnxruntime', 'command', 'threads', 'shape'):
+    for key in ('cpu', 'cpu_flags', 'load_avg', 'date', 'torch', 'onnxruntime', 'command',
+                'threads', 'shape'):
         assert meta[key], key
     assert 'openvino' in meta and 'nncf' in meta
     assert meta['shape'] == f'{SIZE}x{SIZE}' and meta['images'] == 3

@@ -99,8 +99,9 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
     """
     from mmext.benchmark.environment import environment
     from mmext.benchmark.formats import (anchor_case, calibration_batches, check_rows,
-                                         check_settings, cpu_flags, failed_cases, model_cases,
-                                         resolve_formats, run_cases, write_results)
+                                         check_settings, cpu_flags, failed_cases, load_avg,
+                                         model_cases, resolve_formats, run_cases,
+                                         write_results)
     from mmext.benchmark.formats_data import (demo_eval_set, find_coco, label_map,
                                               load_eval_set, read_images)
     from mmext.benchmark.report import output_paths
@@ -164,6 +165,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 row, engine = anchor_case(path, shape, batch, threads)
                 cases.append((row, engine))
                 metas.append(None)
+        load_start = load_avg()
         rows, order = run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds,
                                 warmup, iters, threads, progress)
         check_rows(rows)
@@ -173,8 +175,9 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
     env = environment()
     meta = dict(
         command=command, date=env['date'], cpu=env['cpu'], cpu_flags=cpu_flags(),
-        threads=threads,
-        shape=f'{shape[0]}x{shape[1]}', batch=batch, rounds=rounds, warmup=warmup, iters=iters,
+        load_avg=f'{load_start} before evaluating and timing, {load_avg()} after (1 min)',
+        threads=threads, shape=f'{shape[0]}x{shape[1]}', batch=batch, rounds=rounds,
+        warmup=warmup, iters=iters,
         data=data_desc, images=len(images), calib_images=min(calib_images, len(images)),
         ap_note='; '.join(f'{k}: {v}' for k, v in notes.items()) or None,
         torch=env['torch'], onnxruntime=env['onnxruntime'],

@@ -25,6 +25,7 @@ postprocess` (back to image pixels) after, so the rows differ only in the engine
 * Anchors with ``status`` ``ok (latency only)`` (:func:`anchor_case`): an ONNX or OpenVINO file
   another exporter wrote (Ultralytics YOLO), timed on a random ``batch x 3 x H x W`` input.
 """
+import os
 import statistics
 import time
 
@@ -112,9 +113,8 @@ def time_iteration(engine, meta, images, clock=time.perf_counter):
     t1 = clock()
     dets, labels = engine.infer(batch)
     t2 = clock()
-    if meta is not None:
-        for i, (_, info) in enumerate(prepared):
-            postprocess(dets[i], labels[i], info)
+    for i, (_, info) in enumerate(prepared):
+        postprocess(dets[i], labels[i], info)
     t3 = clock()
     return ((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)
 
@@ -235,9 +235,18 @@ MD_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precision
               ('ap_delta', 'AP change'), ('preprocess_ms', 'pre ms'),
               ('inference_ms', 'inference ms'), ('postprocess_ms', 'post ms'),
               ('fps', 'FPS'), ('e2e_fps', 'FPS e2e'), ('note', 'note')]
-META_KEYS = ('command', 'date', 'cpu', 'cpu_flags', 'threads', 'shape', 'batch', 'rounds',
-             'warmup', 'iters', 'data', 'images', 'ap_note', 'calib_images', 'torch',
+META_KEYS = ('command', 'date', 'cpu', 'cpu_flags', 'load_avg', 'threads', 'shape', 'batch',
+             'rounds', 'warmup', 'iters', 'data', 'images', 'ap_note', 'calib_images', 'torch',
              'onnxruntime', 'openvino', 'nncf', 'mmdet')
+
+
+def load_avg():
+    """The 1-minute load average (``None`` where the OS has none): on a shared machine it says
+    how many other processes the timings competed with."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def cpu_flags():
