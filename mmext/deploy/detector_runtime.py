@@ -145,19 +145,12 @@ def postprocess(dets, labels, info, score_thr=None):
 
 # ------------------------------------------------------------------------------ sessions
 def _ort_session(path, threads):
+    from mmext.deploy.export import ort_session
     try:
-        import onnxruntime as ort
-    except ImportError:
+        return ort_session(str(path), threads=threads)
+    except MmextError:  # onnxruntime is not installed
         raise MmextError('onnxruntime is not installed: `pip install mmext[deploy]` (or '
                          '`pip install onnxruntime`).') from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or 0)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     except Exception as exc:  # onnxruntime's own exception types
         raise ConfigError(f'ONNX Runtime cannot load {str(path)!r} ({type(exc).__name__}); '
                           f'{_HOW}.') from None
