@@ -211,8 +211,8 @@ def anchor_case(path, shape, batch, threads):
 
 
 def _ort_raw(path, threads):
-    from mmext.deploy.detector_runtime import _ort_session
-    session = _ort_session(path, threads)
+    from mmext.deploy.export import ort_session
+    session = ort_session(str(path), threads=threads)
     name = session.get_inputs()[0].name
     return Engine(lambda x: session.run(None, {name: x}))
 
