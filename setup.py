@@ -115,7 +115,8 @@ setup(
         'seg': ['mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
         'deploy': ['onnx', 'onnxruntime'],
         # the openvino / openvino_bf16 benchmark modes (optional; skipped with a reason without it)
-        'openvino': ['openvino'],
+        # NNCF: the OpenVINO int8 format of tools/benchmark_formats.py
+        'openvino': ['openvino', 'nncf'],
         'all': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.0.0,<3.4.0', 'pycocotools',
                 'mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex', 'onnx', 'onnxruntime'],
         'tests': ['pytest'],
