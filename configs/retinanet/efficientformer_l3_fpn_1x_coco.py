@@ -5,4 +5,4 @@ model = dict(
         arch='l3',
         init_cfg=dict(
             checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l3_3rdparty_in1k_20220915-466793d6.pth')),  # noqa: E501
-    neck=dict(in_channels=[64, 128, 320, 512]))
+    neck=dict(in_channels=[128, 320, 512]))

@@ -1,7 +1,9 @@
 # RetinaNet + EfficientFormer (V1) + FPN, 1x schedule, COCO, with the authors' detection
 # optimisation (efficientformer_fpn_adamw_1x_coco.py, as for Mask R-CNN).
-# mmdet's standard RetinaNet FPN: levels from stride 8 (start_level=1), the two extra levels by
-# stride-2 convs on the last backbone map (add_extra_convs='on_input'), strides 8..128.
+# mmdet's standard RetinaNet FPN: levels from stride 8, the two extra levels by stride-2 convs on
+# the last backbone map (add_extra_convs='on_input'), strides 8..128. The backbone returns stages
+# 1-3 only (not stage 0 with start_level=1, as for ResNet): stage 0's output norm would be a
+# parameter without gradient, which DistributedDataParallel refuses.
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
@@ -17,7 +19,7 @@ model = dict(
         _delete_=True,
         type='mmext.EfficientFormer',
         arch='l1',
-        out_indices=(0, 1, 2, 3),
+        out_indices=(1, 2, 3),
         frozen_stages=-1,
         norm_eval=False,
         out_norm=True,
@@ -26,9 +28,9 @@ model = dict(
             checkpoint='https://download.openmmlab.com/mmclassification/v0/efficientformer/efficientformer-l1_3rdparty_in1k_20220915-cc3e1ac6.pth')),  # noqa: E501
     neck=dict(
         type='FPN',
-        in_channels=[48, 96, 224, 448],
+        in_channels=[96, 224, 448],
         out_channels=256,
-        start_level=1,
+        start_level=0,
         add_extra_convs='on_input',
         num_outs=5))
 
