@@ -1,5 +1,8 @@
-"""One loss + backward step of each detector/segmentor built from the real SHViT configs,
-fed by the real data pipeline on the generated data."""
+"""One loss + backward step of a detector and a segmentor built from the real configs of every
+family of the manifest (its smallest arch: RetinaNet and Semantic FPN; Mask R-CNN with SHViT),
+fed by the real data pipeline on the generated data: every backbone and neck parameter gets a
+gradient (as DistributedDataParallel needs). The recipes' values: each family's test file and
+tests/test_configs.py."""
 import math
 
 import pytest
@@ -10,17 +13,18 @@ from mmengine.registry import DefaultScope
 
 from mmext.engine.config import register_codebase
 from mmext.engine.launch import adapt_to_device
+from mmext.models.families import FAMILIES
 
 from .runtime_helpers import config_path, det_overrides, seg_overrides
 
-CASES = [
-    ('mask_rcnn/shvit_s1_fpn_1x_coco.py', 'mmdet', 'mask_rcnn'),
-    ('retinanet/shvit_s1_fpn_1x_coco.py', 'mmdet', 'retinanet'),
-    ('semfpn/shvit_s1_fpn_40k_ade20k.py', 'mmseg', 'semfpn'),
-]
+CASES = [('mask_rcnn/shvit_s1_fpn_1x_coco.py', 'mmdet', 'mask_rcnn')]
+for _f in FAMILIES.values():
+    _name = _f.model_name(_f.smallest)
+    CASES += [(f'retinanet/{_name}_fpn_1x_coco.py', 'mmdet', 'retinanet'),
+              (f'semfpn/{_name}_fpn_40k_ade20k.py', 'mmseg', 'semfpn')]
 
 
-@pytest.mark.parametrize('rel, codebase, kind', CASES, ids=[c[2] for c in CASES])
+@pytest.mark.parametrize('rel, codebase, kind', CASES, ids=[c[0].split('_fpn')[0] for c in CASES])
 def test_loss_and_backward(rel, codebase, kind, coco_demo, ade_demo):
     torch.manual_seed(0)
     cfg = Config.fromfile(config_path(rel))

@@ -15,7 +15,6 @@ from mmext.errors import CheckpointError, ConfigError
 from mmext.models import EdgeViT
 from mmext.models.families import FAMILIES
 from mmext.models.edgevit import GlobalSparseAttention
-from tests.dense_helpers import build_from_config, det_samples, loss_backward, seg_samples
 from tests.helpers import max_rel_error, randomize_norms
 
 # (Paper params/MACs and channels of every arch, output sizes, out_indices, frozen_stages,
@@ -427,34 +426,9 @@ def test_missing_checkpoint_error_says_what_to_do(tmp_path):
         model.init_weights()
 
 
-# ----------------------------------------------------------------------------- detectors
-def _build(path, scope):
-    torch.manual_seed(0)
-    cfg, model = build_from_config(path, scope, 'mmext.EdgeViT')
-    assert cfg.model.backbone.arch == 'xxs' and isinstance(model.backbone, EdgeViT)
-    return model
-
-
-def _backbone_trains(model):
-    grad = model.backbone.stages[0].blocks[0].local_agg.aggregate.pw1.linear.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize('detector, with_masks', [('mask_rcnn', True), ('retinanet', False)])
-def test_detector_loss_backward(detector, with_masks):
-    model = _build(f'configs/{detector}/edgevit_xxs_fpn_1x_coco.py', 'mmdet')
-    if with_masks:  # fewer sampled RoIs keep the step fast
-        model.roi_head.bbox_sampler.num = 64
-    loss_backward(model, torch.randn(2, 3, 128, 128), det_samples(with_masks))
-    _backbone_trains(model)
-
-
-def test_semantic_fpn_loss_backward():
-    model = _build('configs/semfpn/edgevit_xxs_fpn_40k_ade20k.py', 'mmseg')
-    loss_backward(model, torch.randn(2, 3, 128, 128), seg_samples())
-    _backbone_trains(model)
-
-
+# ----------------------------------------------------------------------------- fused ops
+# (EdgeViT's configs: every one builds, tests/test_configs.py; a loss step of its RetinaNet and
+# Semantic FPN models, gradients in every backbone parameter, tests/test_detectors.py.)
 def test_linear_gelu_equals_linear_then_gelu():
     from mmext.models.onednn import linear_gelu
     torch.manual_seed(0)

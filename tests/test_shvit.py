@@ -42,12 +42,15 @@ def test_norm_eval_leaves_the_group_norm_pre_norms_training():
     assert groups and all(m.training for m in groups)
 
 
-@pytest.mark.parametrize('arch, size', [('tiny', (97, 131)), ('s1', (224, 224))])
+@pytest.mark.parametrize('arch, size', [('s4', (224, 224)), ('s1', (97, 131))])
 def test_switch_to_deploy_fuses_ffn_sums_and_relus(arch, size):
     """Deploy equals eval, with every FFN's pw2 + residual one oneDNN op (the binary overload)
     and the FFNs' and patch mergings' ReLU modules not run (fused into their convs)."""
-    model = randomize_norms(SHViT(TINY if arch == 'tiny' else arch)).eval()
+    model = randomize_norms(SHViT(arch)).eval()
     x = torch.randn(1, 3, *size)
+    from mmext import compat
+    # probed here: on a fresh process the probe's own fused ops would be in the profile
+    assert compat.onednn_fused(torch.float32), compat.onednn_status(torch.float32)
     with torch.no_grad():
         ref = model(x)
         fused = copy.deepcopy(model).switch_to_deploy()
