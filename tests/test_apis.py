@@ -11,6 +11,7 @@ from mmext.engine.config import load_config
 from mmext.engine.hooks import FuseBackboneHook, count_batchnorms
 from mmext.engine.launch import adapt_to_device, build_runner
 from mmext.utils import max_rel_err, output_list, unwrap_model
+from mmext.compat import load_weights_only
 
 from .runtime_helpers import build_config_model, tiny_retinanet_config
 
@@ -69,7 +70,7 @@ def test_fuse_hook_really_fuses(trained, tmp_path):
     assert hook.fused and count_batchnorms(backbone) == 0
 
     reference = build_config_model(cfg_file)  # the same checkpoint, unfused
-    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    state = load_weights_only(ckpt, map_location='cpu')['state_dict']
     reference.load_state_dict(state)
     assert count_batchnorms(reference.backbone) > 0
     x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))

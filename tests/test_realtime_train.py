@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from mmext.compat import load_weights_only
 from mmengine.config import Config
 
 from .runtime_helpers import config_path, write_config
@@ -115,7 +116,7 @@ def test_train_then_test(det, tmp_path, coco_demo, subprocess_env):
     assert switched[det] in out
     ckpt_path = osp.join(work_dir, 'epoch_2.pth')
     # our own checkpoint, written a moment ago by mmengine
-    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)  # mmext.compat allow-lists mmengine's types
+    ckpt = load_weights_only(ckpt_path, map_location='cpu')  # mmext's allow-list, any torch
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 2 * coco_demo['num_train'] // 2
     # the EMA of the config (ExpMomentumEMA) was kept, and the saved weights are its average
     assert 'ema_state_dict' in ckpt

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from mmext.compat import load_weights_only
 
 from .runtime_helpers import REPO_ROOT, tiny_retinanet_config
 
@@ -25,7 +26,7 @@ def _train(args, env):
 
 def _load(path):
     import mmext  # noqa: F401  (allow-lists mmengine's own checkpoint types for weights_only)
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return load_weights_only(path, map_location='cpu')
 
 
 def _leaves(node):

@@ -157,15 +157,16 @@ def test_stride8_bad_value():
 
 
 def test_stride8_onnx_at_two_sizes(tmp_path):
+    from mmext.compat.onnx_export import onnx_export
     ort = pytest.importorskip('onnxruntime', reason='onnxruntime is needed for the ONNX check')
     model = _tiny(stride8='upsample', out_indices=(0, 1)).eval().switch_to_deploy()
     path = str(tmp_path / 's8.onnx')
     names = ['s8', 'l0', 'l1']
     with torch.no_grad():
-        torch.onnx.export(model, torch.randn(1, 3, 64, 64), path, input_names=['x'],
-                          output_names=names, dynamo=False, opset_version=17,
-                          dynamic_axes={'x': {0: 'n', 2: 'h', 3: 'w'},
-                                        **{k: {0: 'n', 2: f'{k}h', 3: f'{k}w'} for k in names}})
+        onnx_export(model, (torch.randn(1, 3, 64, 64), ), path, input_names=['x'],
+                    output_names=names, opset_version=17,
+                    dynamic_axes={'x': {0: 'n', 2: 'h', 3: 'w'},
+                                  **{k: {0: 'n', 2: f'{k}h', 3: f'{k}w'} for k in names}})
     sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     for size in ((64, 64), (97, 131)):
         x = torch.randn(1, 3, *size)

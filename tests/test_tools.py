@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from mmext.compat import load_weights_only
 
 from .runtime_helpers import (REPO_ROOT, build_config_model, config_path, det_overrides,
                               save_training_checkpoint, seg_overrides, tiny_retinanet_config,
@@ -36,7 +37,7 @@ def check_ok(proc):
 def read_meta(path):
     # our own checkpoint, written a moment ago by mmengine
     import mmext  # noqa: F401  (compat: mmengine's checkpoint types are allow-listed)
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']
+    return load_weights_only(path, map_location='cpu')['meta']
 
 
 def free_port():
@@ -120,7 +121,7 @@ def test_dist_train_test_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
     meta = read_meta(osp.join(work_dir, 'epoch_1.pth'))
     assert meta['epoch'] == 1
     # RNGStateHook gathered both ranks' random states for an exact --resume
-    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu', weights_only=True)
+    ckpt = load_weights_only(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu')
     assert len(ckpt['rng_state']['ranks']) == 2
     assert not osp.exists(osp.join(work_dir, '.mmext_train.lock'))  # rank 0's, released
 
