@@ -16,6 +16,6 @@ model = dict(
         init_cfg=dict(
             type='Pretrained',
             checkpoint='https://huggingface.co/timm/efficientformerv2_s0.snap_dist_in1k/resolve/main/model.safetensors')),  # noqa: E501
-    neck=dict(in_channels=[32, 48, 96, 176]))
+    neck=dict(in_channels=[32, 48, 96, 176], start_level=1))  # (V1's base takes stages 1-3)
 
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05))
