@@ -194,42 +194,6 @@ def test_mim_dir_is_git_ignored():
 
 
 # ----------------------------------------------------------------------------- the wheel
-def _copy_checkout(dst):
-    """The working tree as a fresh clone would have it (no venv, builds, outputs or .mim)."""
-    ignore_top = {'.git', '.venv', 'build', 'dist', 'work_dirs', 'data', 'checkpoints', 'outputs'}
-
-    def ignore(folder, names):
-        skip = {n for n in names if n in ('__pycache__', '.mim') or n.endswith(
-            ('.pyc', '.egg-info', '.pth', '.onnx'))}
-        if osp.abspath(folder) == REPO:
-            skip |= ignore_top & set(names)
-        return skip
-
-    shutil.copytree(REPO, dst, ignore=ignore)
-    return dst
-
-
-@pytest.fixture(scope='module')
-def built_wheel(tmp_path_factory):
-    """``pip wheel . --no-deps --no-build-isolation`` of a copy of the checkout, and its unzip."""
-    base = tmp_path_factory.mktemp('wheel')
-    src = _copy_checkout(str(base / 'src'))
-    out = base / 'out'
-    proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '.', '--no-deps',
-                           '--no-build-isolation', '-q', '-w', str(out)], cwd=src,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    wheels = list(out.glob('mmext-*.whl'))
-    assert len(wheels) == 1, wheels
-    site = base / 'site'
-    with zipfile.ZipFile(wheels[0]) as zf:
-        names = set(zf.namelist())
-        zf.extractall(site)
-        metadata = next(zf.read(n).decode() for n in names if n.endswith('.dist-info/METADATA'))
-    assert not osp.exists(osp.join(src, 'mmext', '.mim')), 'the build wrote into the source tree'
-    return dict(names=names, site=str(site), metadata=metadata)
-
-
 @pytest.mark.slow
 def test_wheel_carries_configs_tools_and_model_index(built_wheel):
     names = built_wheel['names']
@@ -247,7 +211,7 @@ def test_wheel_carries_configs_tools_and_model_index(built_wheel):
     assert 'mmext/.mim/configs/mask_rcnn/shvit_s4_fpn_1x_coco.py' in names
     assert not [n for n in names if n.startswith(('tests/', 'configs/', 'tools/'))]
     requires = re.findall(r'^Requires-Dist: (.+)$', built_wheel['metadata'], re.M)
-    for package, bound in (('torch', '>=2.6'), ('mmengine', '<0.11'), ('safetensors', '')):
+    for package, bound in (('torch', '>=2.0'), ('mmengine', '<0.11'), ('safetensors', '')):
         assert any(r.startswith(package) and bound in r for r in requires), (package, requires)
     assert any(r.startswith('onnxruntime') and 'deploy' in r for r in requires), requires
 
