@@ -20,6 +20,14 @@ COCO_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 ADE_TINY = dict(num_train=4, num_val=2, img_size=128, seed=0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow (end-to-end) tests first, otherwise the order as collected: with the
+    two workers of pytest.ini (whole files each, in this order) the long files start early and
+    the short ones fill in at the end."""
+    slow_files = {item.nodeid.split('::')[0] for item in items if item.get_closest_marker('slow')}
+    items.sort(key=lambda item: item.nodeid.split('::')[0] not in slow_files)
+
+
 @pytest.fixture(autouse=True, scope='session')
 def one_thread():
     """The whole session runs torch on one intra-op thread (set before any fixture computes a
