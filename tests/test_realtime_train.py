@@ -85,8 +85,9 @@ def run_overrides(cfg, det, data, switch_epoch=1):
         'test_evaluator': evaluator,
         'custom_hooks': hooks,
         'model.data_preprocessor': shrink(plain(cfg.model.data_preprocessor), factor),
+        # the last epoch's checkpoint only (the one tested): one 86 MB write less per run
         'default_hooks': dict(logger=dict(interval=1),
-                              checkpoint=dict(type='CheckpointHook', interval=1)),
+                              checkpoint=dict(type='CheckpointHook', interval=2)),
         'log_processor': dict(window_size=1),
     }
 

@@ -131,26 +131,40 @@ def test_dist_train_test_two_cpu_processes(tmp_path, coco_demo, subprocess_env):
     assert 'coco/bbox_mAP' in out and out.count('mmext: test metrics') == 1  # rank 0 only
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('tool, config, hint', [
-    ('train', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org'),
-    ('test', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org'),
-    ('train', 'semfpn/shvit_s1_fpn_40k_ade20k.py', 'ADEChallengeData2016'),
+@pytest.mark.parametrize('tool, config, hint, process', [
+    pytest.param('train', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org', True,
+                 marks=pytest.mark.slow),
+    ('test', 'mask_rcnn/shvit_s1_fpn_1x_coco.py', 'cocodataset.org', False),
+    ('train', 'semfpn/shvit_s1_fpn_40k_ade20k.py', 'ADEChallengeData2016', False),
 ])
-def test_missing_dataset_is_a_clean_error(tmp_path, subprocess_env, tool, config, hint):
-    # run from an empty folder: the configs' relative data/coco, data/ade are not there
-    args = [sys.executable, TRAIN if tool == 'train' else TEST, config_path(config)]
+def test_missing_dataset_is_a_clean_error(tmp_path, subprocess_env, capsys, monkeypatch, tool,
+                                          config, hint, process):
+    """Run from an empty folder: the configs' relative data/coco, data/ade are not there. One
+    case as a real process; the others through the tool's main as its command line runs it
+    (run_cli: the same one line and exit code 2), without a new interpreter's start-up."""
+    args = [config_path(config)]
     if tool == 'test':
         ckpt = tmp_path / 'model.pth'
         ckpt.write_bytes(b'')
         args.append(str(ckpt))
-    proc = run(args, subprocess_env, cwd=str(tmp_path), timeout=300)
-    assert proc.returncode == 2, proc.output[-4000:]
-    assert proc.stderr.startswith('error: dataset not found')
-    assert 'Traceback' not in proc.output
+    if process:
+        proc = run([sys.executable, TRAIN if tool == 'train' else TEST] + args, subprocess_env,
+                   cwd=str(tmp_path), timeout=300)
+        code, err, output = proc.returncode, proc.stderr, proc.output
+    else:
+        from mmext.errors import run_cli
+        from tests.helpers import load_tool
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exc:
+            run_cli(load_tool(tool).main, args)
+        code, (out, err) = exc.value.code, capsys.readouterr()
+        output = out + err
+    assert code == 2, output[-4000:]
+    assert err.startswith('error: dataset not found')
+    assert 'Traceback' not in output
     expected_root = 'data/coco' if 'coco' in config else 'data/ade/ADEChallengeData2016'
-    assert osp.join(str(tmp_path), expected_root) in proc.stderr
-    assert hint in proc.stderr and 'make demo' in proc.stderr
+    assert osp.join(str(tmp_path), expected_root) in err
+    assert hint in err and 'make demo' in err
     assert not osp.exists(tmp_path / 'work_dirs')  # failed before building anything
 
 
@@ -186,11 +200,24 @@ def test_cli_bad_input_is_one_line(tmp_path, coco_demo, subprocess_env):
     check_one_line_error(proc, 'does not fit the model')
     assert not glob.glob(osp.join(work, 'epoch_*.pth'))
 
-    proc = run([sys.executable, TRAIN, cfg, '--work-dir', work,
-                '--cfg-options', 'train_cfg.max_epoch=1'], subprocess_env)
-    check_one_line_error(proc, "did you mean 'train_cfg.max_epochs'")
 
-    env = {k: v for k, v in subprocess_env.items()
-           if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
-    proc = run([sys.executable, TRAIN, cfg, '--work-dir', work, '--launcher', 'pytorch'], env)
-    check_one_line_error(proc, '--launcher pytorch needs', 'torchrun')
+
+def test_cli_errors_before_the_run_are_one_line(tmp_path, coco_demo, capsys, monkeypatch):
+    """A misspelt --cfg-options key and --launcher pytorch outside torchrun stop tools/train.py
+    before it builds anything: through its main as the command line runs it (run_cli)."""
+    from mmext.errors import run_cli
+    from tests.helpers import load_tool
+    cfg = tiny_retinanet_config(tmp_path / 'tiny.py', coco_demo, max_epochs=1)
+    work = str(tmp_path / 'work')
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    for argv, fragments in [
+            (['--cfg-options', 'train_cfg.max_epoch=1'], ["did you mean 'train_cfg.max_epochs'"]),
+            (['--launcher', 'pytorch'], ['--launcher pytorch needs', 'torchrun'])]:
+        with pytest.raises(SystemExit) as exc:
+            run_cli(load_tool('train').main, [cfg, '--work-dir', work] + argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and 'Traceback' not in out + err, err[-4000:]
+        errors = [line for line in err.splitlines() if line.startswith('error: ')]
+        assert len(errors) == 1 and all(f in err for f in fragments), err[-4000:]
+    assert not glob.glob(osp.join(work, '*.pth'))
