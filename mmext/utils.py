@@ -1,7 +1,24 @@
 """Small helpers that several mmext packages share (one definition each)."""
+import contextlib
+import io
+import logging
+
 import torch
 
 from mmext.compat import is_compiling
+
+
+@contextlib.contextmanager
+def quiet(logger, stdout=False):
+    """Within the block ``logger`` (a ``logging.Logger``) passes errors only, and with
+    ``stdout`` what is printed is dropped (libraries that print summaries or progress bars)."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if stdout else contextlib.nullcontext():
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def is_tracing():

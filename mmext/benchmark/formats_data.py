@@ -9,8 +9,6 @@
 * :func:`bbox_ap` -- mmdet's ``CocoMetric`` (pycocotools) on predictions in original image
   pixels, the same scoring for every format.
 """
-import contextlib
-import io
 import json
 import os
 import os.path as osp
@@ -18,6 +16,7 @@ import os.path as osp
 import numpy as np
 
 from mmext.errors import ConfigError, DatasetNotFoundError
+from mmext.utils import quiet
 
 #: what --data folders are searched for, in order
 ANN_NAMES = ('instances_val2017.json', 'instances_val.json')
@@ -151,16 +150,7 @@ def bbox_ap(eval_set, predictions, mapping):
                 bbox_ap50=float(result.get('coco/bbox_mAP_50', 0.0)))
 
 
-@contextlib.contextmanager
 def _quiet():
     """pycocotools prints its summary and mmengine's logger the table: both kept off stdout."""
-    import logging
     from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet(MMLogger.get_current_instance(), stdout=True)

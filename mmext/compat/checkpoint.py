@@ -140,6 +140,9 @@ RESTRICTED_PICKLE = _restricted_pickle_module()
 def restricted_load(f, map_location=None):
     """``torch.load`` through :class:`RestrictedUnpickler` (any torch version; torch < 2.6's
     weights-only path). Raises ``pickle.UnpicklingError`` for any global outside the list."""
+    # torch refuses a pickle_module together with weights_only=True; RESTRICTED_PICKLE's
+    # Unpickler is what keeps the load weights-only here (every global outside the allow-list is
+    # refused). load_weights_only takes this path only where torch's own one cannot hold the list.
     return torch.load(f, map_location=map_location, pickle_module=RESTRICTED_PICKLE,
                       weights_only=False)
 

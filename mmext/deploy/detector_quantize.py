@@ -15,7 +15,7 @@ float.
 Both write an ``.onnx`` file that keeps the fp32 file's ``mmext`` metadata, so
 :class:`~mmext.deploy.detector_runtime.DetectorSession` runs it like any export.
 """
-import contextlib
+import logging
 import os
 import os.path as osp
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from mmext.deploy.quantize import QUANT_OPS, _quiet_root_logger
 from mmext.errors import ConfigError, MmextError
+from mmext.utils import quiet
 
 METADATA_KEY = 'mmext'
 NNCF_EXTRA = '`pip install mmext[openvino]` (or `pip install openvino nncf`)'
@@ -190,19 +191,9 @@ def quantize_nncf(fp32_path, int8_path, batches, exclude_float_part=True):
                 'nothing kept float')
 
 
-@contextlib.contextmanager
 def _quiet_nncf():
     """NNCF's INFO lines and its progress bars (rich, on stdout) off while quantizing."""
-    import io
-    import logging
-    logger = logging.getLogger('nncf')
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet(logging.getLogger('nncf'), stdout=True)
 
 
 def quantized_products(model):

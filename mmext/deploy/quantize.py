@@ -10,7 +10,6 @@ written to a temporary folder). Each image is resized to the model's input, conv
 normalised with the ImageNet mean and std (as every mmext config's data preprocessor does), and
 the images are fed in batches of the exported graph's batch size.
 """
-import contextlib
 import glob
 import logging
 import os.path as osp
@@ -19,6 +18,7 @@ import tempfile
 import numpy as np
 
 from mmext.errors import ConfigError, MmextError
+from mmext.utils import quiet
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -27,16 +27,9 @@ DEFAULT_CALIB_IMAGES = 16
 QUANT_OPS = ['Conv', 'MatMul', 'Gemm']
 
 
-@contextlib.contextmanager
 def _quiet_root_logger():
-    # onnxruntime.quantization logs per-tensor notes through the root logger
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    """onnxruntime.quantization logs per-tensor notes through the root logger: errors only."""
+    return quiet(logging.getLogger())
 
 
 def image_files(folder, num=None):
