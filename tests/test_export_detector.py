@@ -224,7 +224,10 @@ def test_file_has_the_contract_inputs_outputs_and_metadata(exported):
     assert meta['score_thr'] == pytest.approx(test_cfg.score_thr)
     assert meta['iou_threshold'] == pytest.approx(test_cfg.nms.iou_threshold)
     assert meta['max_per_img'] == test_cfg.get('max_per_img', 100)
-    assert meta['nms_pre'] == test_cfg.get('nms_pre', -1)
+    # the graph keeps the config's nms_pre capped at 1000 pairs per level (YOLOX: none)
+    config_nms_pre = test_cfg.get('nms_pre', -1)
+    assert meta['config_nms_pre'] == config_nms_pre
+    assert meta['nms_pre'] == (min(config_nms_pre, 1000) if config_nms_pre > 0 else -1)
     assert meta['class_agnostic'] is False
     dp = cfg.model.data_preprocessor
     assert meta['mean'] == pytest.approx(list(dp.mean)) and meta['std'] == pytest.approx(
@@ -486,6 +489,36 @@ def test_score_threshold_and_max_per_img_follow_the_config(name, score_thr, k):
     assert_same_detections(clip_to(theirs, info),
                            postprocess(dets[0].numpy(), labels[0].numpy(), info), k,
                            f'score_thr {score_thr}')
+
+
+def test_nms_pre_is_capped_for_deployment_and_exact_on_request():
+    """The graph keeps min(config nms_pre, 1000) pairs per level by default; nms_pre=-1 keeps
+    the config's 30000 and equals mmdet's predict; a small nms_pre takes effect (each level
+    offers at most that many candidates); 0 or -2 is one clear error."""
+    from mmext.deploy.detector_export import DetectorWrapper, detector_settings
+    from mmext.errors import ConfigError
+    cfg, detector = build_tiny('rtmdet_shvit')
+    assert detector_settings(cfg, detector, (128, 128))['nms_pre'] == 1000
+    x = torch.from_numpy(np.ascontiguousarray(sample_image(128, 128, seed=13).transpose(
+        2, 0, 1)[None]).astype(np.float32))
+    info = dict(scale_factor=(1.0, 1.0), ori_shape=(128, 128))
+    theirs = mmdet_predict(detector, x.numpy(), [dict(info, img_shape=(128, 128),
+                                                      pad_shape=(128, 128))])[0]
+    outs = {}
+    for nms_pre in (-1, 3):
+        settings = detector_settings(cfg, detector, (128, 128), nms_pre=nms_pre)
+        assert settings['nms_pre'] == (30000 if nms_pre == -1 else 3)
+        assert settings['config_nms_pre'] == 30000
+        with torch.no_grad():
+            outs[nms_pre] = DetectorWrapper(copy.deepcopy(detector), settings).eval()(x)
+    from mmext.deploy.detector_runtime import postprocess
+    k = cfg.model.test_cfg.max_per_img
+    exact = postprocess(outs[-1][0][0].numpy(), outs[-1][1][0].numpy(), info)
+    assert_same_detections(clip_to(theirs, info), exact, k, 'nms_pre=-1')
+    assert 0 < int((outs[3][1] >= 0).sum()) <= 3 * 3  # three levels, three pairs each
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match='nms_pre must be a positive number'):
+            detector_settings(cfg, detector, (128, 128), nms_pre=bad)
 
 
 def test_normalisation_outside_the_graph(tmp_path):

@@ -48,7 +48,7 @@ def build_detector(config, checkpoint=None, cfg_options=None, seed=0):
     return detector.eval(), cfg
 
 
-def export_model(config, checkpoint, shape, work_dir, cfg_options=None, seed=0):
+def export_model(config, checkpoint, shape, work_dir, cfg_options=None, seed=0, nms_pre=None):
     """``(wrapper, onnx_path, meta)``: the detector exported by :func:`export_detector` at
     ``shape`` into ``work_dir`` and the same weights as the eager module the export traces
     (random weights go to the export through a checkpoint file, so both have them)."""
@@ -65,8 +65,8 @@ def export_model(config, checkpoint, shape, work_dir, cfg_options=None, seed=0):
         torch.save(dict(meta=dict(seed=int(seed)), state_dict=detector.state_dict()), checkpoint)
     path = osp.join(work_dir, f'{stem}.onnx')
     export_detector(config, checkpoint, path, input_size=tuple(shape), force=True,
-                    cfg_options=cfg_options)
-    settings = detector_settings(cfg, detector, tuple(shape))
+                    cfg_options=cfg_options, nms_pre=nms_pre)
+    settings = detector_settings(cfg, detector, tuple(shape), nms_pre=nms_pre)
     wrapper = DetectorWrapper(fuse_for_deploy(copy.deepcopy(detector)), settings).eval()
     return wrapper, path, read_metadata(path)
 
@@ -75,7 +75,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                       threads=1, rounds=3, warmup=2, iters=5, formats='all',
                       anchor_configs=(RTMDET_TINY,), anchor_checkpoints=(), anchor_onnx=(),
                       max_images=None, calib_images=16, work_dir=None, seed=0,
-                      cfg_options=None, command=None, progress=print):
+                      cfg_options=None, command=None, nms_pre=None, progress=print):
     """Benchmark ``config`` (+ ``checkpoint``; ``None``: random weights) in each of ``formats``
     beside the anchors; see :mod:`mmext.benchmark.formats` for what is measured.
 
@@ -92,6 +92,8 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
         calib_images (int): images (the first of the evaluation set) int8 is calibrated on.
         work_dir (str | None): where the exported and quantized files go (kept); default a
             temporary folder removed at the end.
+        nms_pre (int | None): the exports' pairs per level before NMS (every model; see
+            :func:`mmext.deploy.detector_export.deploy_nms_pre`).
 
     Returns:
         dict: ``rows``, ``meta``, ``order`` (the timed cases, in the order their turns came),
@@ -143,7 +145,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 try:
                     wrapper, path, meta = export_model(spec, ckpt, shape, work_dir,
                                                        cfg_options if spec == config else None,
-                                                       seed)
+                                                       seed, nms_pre)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as exc:  # noqa: BLE001  (an anchor that fails is a row)
@@ -183,7 +185,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
         torch=env['torch'], onnxruntime=env['onnxruntime'],
         openvino=module_version('openvino'), nncf=module_version('nncf'),
         mmdet=module_version('mmdet'), python=env['python'], malloc=env.get('malloc'),
-        seed=seed, checkpoint=None if checkpoint is None else str(checkpoint),
+        seed=seed, nms_pre=nms_pre, checkpoint=None if checkpoint is None else str(checkpoint),
         timing_order=order, work_dir=None if own_dir else work_dir)
     result = dict(rows=rows, meta=meta, order=order)
     if out is not None:

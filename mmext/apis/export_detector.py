@@ -49,7 +49,7 @@ def _classes(cfg, detector, checkpoint_obj):
 
 
 def export_detector(config, checkpoint, out, input_size=None, normalize_in_graph=True,
-                    dynamic=True, opset=17, force=False, cfg_options=None):
+                    dynamic=True, opset=17, force=False, cfg_options=None, nms_pre=None):
     """Export the single-stage detector of ``config`` with ``checkpoint`` to ``out`` (ONNX).
 
     Args:
@@ -64,6 +64,10 @@ def export_detector(config, checkpoint, out, input_size=None, normalize_in_graph
         dynamic (bool): batch, height and width of the input are dynamic.
         opset (int): ONNX opset.
         cfg_options (dict): overrides merged into the config (``--cfg-options``).
+        nms_pre (int): (prior, class) pairs per level kept before NMS; default the config's
+            ``test_cfg.nms_pre`` capped at 1000 (``DEPLOY_NMS_PRE``: a top-30000 of RTMDet's
+            stride-8 level costs more than the rest of the post-processing), ``-1`` the
+            config's value unchanged (mmdet's own predictions, exactly).
 
     Returns:
         dict: see :func:`mmext.deploy.detector_export.export_detector_model`, plus ``config``,
@@ -107,7 +111,8 @@ def export_detector(config, checkpoint, out, input_size=None, normalize_in_graph
     info = export_detector_model(
         detector, cfg, out, _classes(cfg, detector, obj), input_size=input_size,
         normalize_in_graph=normalize_in_graph, dynamic=dynamic, opset=opset, force=force,
-        config_name=name, inputs=tuple(p for p in (checkpoint, resolved) if isinstance(p, str)))
+        config_name=name, inputs=tuple(p for p in (checkpoint, resolved) if isinstance(p, str)),
+        nms_pre=nms_pre)
     info.update(config=str(config), checkpoint=None if checkpoint is None else str(checkpoint),
                 build_s=round(build_s, 3))
     return info
