@@ -239,6 +239,50 @@ def test_markdown_and_meta(table):
     assert meta['ap_note'] is None  # the data's classes are the model's
 
 
+@pytest.mark.slow
+def test_every_format_time_is_split_into_backbone_neck_head_and_nms(table):
+    """Each timed format (not the anchors) has the profiled split; every part took time and
+    the parts add up to the profiled total; the markdown has the split table."""
+    from mmext.benchmark.formats_profile import PARTS
+    for (fmt, precision), row in _rows(table).items():
+        if not row['status'].startswith('ok'):
+            continue
+        assert 'profile_error' not in row, (fmt, precision, row.get('profile_error'))
+        parts = [row[f'{p}_ms'] for p in PARTS]
+        assert all(v > 0 for v in parts), (fmt, precision, parts)
+        assert sum(parts) == pytest.approx(row['profiled_ms'], abs=0.01), (fmt, precision)
+        # a profile of the same batch, not another model: the same order of magnitude
+        assert 0.2 < row['profiled_ms'] / row['inference_ms'] < 5, (fmt, precision)
+    anchor = [r for r in table['rows'] if r['status'] == 'ok (latency only)']
+    assert anchor and all(r.get('profiled_ms') is None for r in anchor)
+    md = table['markdown']
+    assert '## Where the time goes (ms per image)' in md
+    assert '| model | format | precision | backbone | neck | head | decode + NMS |' in md
+
+
+def test_profile_parts_by_module_scope():
+    from mmext.benchmark.formats_profile import _ort_runs, name_part, split_times
+    assert name_part('/backbone/stages.1/blocks.0/mixer/m/MatMul_1') == 'backbone'
+    assert name_part('/neck/top_down_blocks.1/final_conv/conv/Conv') == 'neck'
+    assert name_part('/bbox_head/rtm_cls.0/Conv/WithoutBiases') == 'head'
+    assert name_part('QuantizeLinear_/backbone/stem.0/conv/Conv') == 'backbone'
+    assert name_part('Multiply_12603,/bbox_head/Mul_2') == 'head'  # OpenVINO's fused names
+    for rest in ('/candidates/TopK', '/NonMaxSuppression', 'Multiply_15376', '/neckline/x'):
+        assert name_part(rest) is None, rest
+    # two runs of batch 2: us summed per part, then per run and per image, in ms
+    split = split_times([('backbone', 4000), ('head', 2000), (None, 1000), ('neck', 1000)],
+                        batch=2, runs=2)
+    assert split == dict(backbone=1.0, neck=0.25, head=0.5, decode_nms=0.25, total=2.0)
+    # ONNX Runtime: node events belong to the model_run whose span holds them
+    events = [dict(cat='Node', name='/backbone/a_kernel_time', ts=5, dur=3),
+              dict(cat='Node', name='/NonMaxSuppression_kernel_time', ts=9, dur=1),
+              dict(cat='Session', name='model_run', ts=4, dur=7),
+              dict(cat='Node', name='/neck/b_kernel_time', ts=20, dur=2),
+              dict(cat='Node', name='/neck/b_fence_before', ts=20, dur=2),
+              dict(cat='Session', name='model_run', ts=19, dur=5)]
+    assert _ort_runs(events) == [[('backbone', 3), (None, 1)], [('neck', 2)]]
+
+
 # ------------------------------------------------------------------------------ fast checks
 class FakeEngine:
     """An engine that records its calls in a shared log."""

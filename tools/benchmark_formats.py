@@ -93,6 +93,8 @@ def main(argv=None):
     parser.add_argument('--nms-pre', type=int, default=None, metavar='N',
                         help="pairs per level the exports keep before NMS (default: the "
                         "config's, at most 1000; -1: the config's)")
+    parser.add_argument('--no-profile', action='store_true',
+                        help='skip the backbone / neck / head / decode+NMS split of each format')
     parser.add_argument('--seed', type=int, default=0, help='random weights seed (default 0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config values of CONFIG, as in tools/train.py')
@@ -119,6 +121,7 @@ def main(argv=None):
         anchor_checkpoints=anchor_ckpts, anchor_onnx=args.anchor_onnx,
         max_images=args.max_images, calib_images=args.calib_images, work_dir=args.work_dir,
         seed=args.seed, cfg_options=args.cfg_options, command=command, nms_pre=args.nms_pre,
+        profile=not args.no_profile,
         progress=lambda msg: print(msg, flush=True))
     print(to_markdown(result['rows'], result['meta']))
     print(f'wrote {result["json"]} and {result["markdown"]}')

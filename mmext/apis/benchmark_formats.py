@@ -75,7 +75,8 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                       threads=1, rounds=3, warmup=2, iters=5, formats='all',
                       anchor_configs=(RTMDET_TINY,), anchor_checkpoints=(), anchor_onnx=(),
                       max_images=None, calib_images=16, work_dir=None, seed=0,
-                      cfg_options=None, command=None, nms_pre=None, progress=print):
+                      cfg_options=None, command=None, nms_pre=None, profile=True,
+                      progress=print):
     """Benchmark ``config`` (+ ``checkpoint``; ``None``: random weights) in each of ``formats``
     beside the anchors; see :mod:`mmext.benchmark.formats` for what is measured.
 
@@ -94,6 +95,8 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
             temporary folder removed at the end.
         nms_pre (int | None): the exports' pairs per level before NMS (every model; see
             :func:`mmext.deploy.detector_export.deploy_nms_pre`).
+        profile (bool): split each format's time into backbone / neck / head / decode + NMS
+            (:mod:`mmext.benchmark.formats_profile`) after the timing.
 
     Returns:
         dict: ``rows``, ``meta``, ``order`` (the timed cases, in the order their turns came),
@@ -169,7 +172,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 metas.append(None)
         load_start = load_avg()
         rows, order = run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds,
-                                warmup, iters, threads, progress)
+                                warmup, iters, threads, progress, profile=profile)
         check_rows(rows)
     finally:
         if own_dir:

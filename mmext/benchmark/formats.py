@@ -46,7 +46,8 @@ ROW_KEYS = ('config', 'model', 'format', 'precision', 'status', 'size_mb', 'bbox
 __all__ = ['FORMATS', 'ROW_KEYS', 'RTMDET_TINY', 'LATENCY_ONLY', 'Engine', 'anchor_case',
            'failed_cases', 'format_skip', 'model_cases', 'new_row', 'resolve_formats',
            'check_settings', 'calibration_batches', 'evaluate', 'timing_images',
-           'time_iteration', 'time_cases', 'fill_times', 'fill_ap_deltas', 'run_cases',
+           'time_iteration', 'time_cases', 'fill_times', 'fill_ap_deltas', 'profile_cases',
+           'run_cases',
            'to_markdown', 'write_results', 'check_rows']
 #: the anchor config run like the benchmarked one by default
 RTMDET_TINY = 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py'
@@ -194,10 +195,34 @@ def fill_ap_deltas(rows):
     return rows
 
 
+def profile_cases(cases, metas, images, threads, progress=print):
+    """The backbone / neck / head / decode+NMS split (:mod:`mmext.benchmark.formats_profile`)
+    of every live case with a runtime ``meta``, on the timing batch, into its row
+    (``backbone_ms``, ``neck_ms``, ``head_ms``, ``decode_nms_ms``, ``profiled_ms``)."""
+    from mmext.benchmark.formats_profile import PARTS, profile_split
+    from mmext.deploy.detector_runtime import preprocess
+    for i, (row, engine) in enumerate(cases):
+        if engine is None or metas[i] is None or not str(row['status']).startswith('ok'):
+            continue
+        progress(f'profiling {case_label(row)}')
+        x = np.concatenate([preprocess(img, metas[i])[0] for img in images])
+        try:
+            split = profile_split(f'{row["format"]}-{row["precision"]}', engine, x, threads)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001  (the row keeps its times)
+            row['profile_error'] = error_line(exc, 200)
+            continue
+        if split:
+            row.update({f'{p}_ms': split[p] for p in PARTS}, profiled_ms=split['total'])
+    return cases
+
+
 def run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds, warmup, iters,
-              threads, progress=print):
+              threads, progress=print, profile=True):
     """AP of every live case with a runtime ``meta`` on the evaluation images, then the
-    interleaved timing (:func:`time_cases`); closes the engines. Returns ``(rows, order)``."""
+    interleaved timing (:func:`time_cases`) and, with ``profile``, the split of the time
+    (:func:`profile_cases`); closes the engines. Returns ``(rows, order)``."""
     from mmext.benchmark.formats_data import bbox_ap
     order = []
     try:
@@ -221,6 +246,8 @@ def run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds, war
                     engine.close()
             timed = timing_images(images, shape, batch)
             time_cases(cases, metas, timed, batch, rounds, warmup, iters, order, progress)
+            if profile:
+                profile_cases(cases, metas, timed, threads, progress)
     finally:
         for _, engine in cases:
             if engine is not None:
@@ -235,6 +262,10 @@ MD_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precision
               ('ap_delta', 'AP change'), ('preprocess_ms', 'pre ms'),
               ('inference_ms', 'inference ms'), ('postprocess_ms', 'post ms'),
               ('fps', 'FPS'), ('e2e_fps', 'FPS e2e'), ('note', 'note')]
+SPLIT_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precision'),
+                 ('backbone_ms', 'backbone'), ('neck_ms', 'neck'), ('head_ms', 'head'),
+                 ('decode_nms_ms', 'decode + NMS'), ('profiled_ms', 'profiled total'),
+                 ('inference_ms', 'timed inference')]
 META_KEYS = ('command', 'date', 'cpu', 'cpu_flags', 'load_avg', 'threads', 'shape', 'batch',
              'rounds', 'warmup', 'iters', 'data', 'images', 'ap_note', 'calib_images', 'torch',
              'onnxruntime', 'openvino', 'nncf', 'mmdet')
@@ -273,6 +304,15 @@ def to_markdown(rows, meta=None):
               'pixels; FPS = 1000 / inference ms; FPS e2e counts pre and post too; AP change '
               '= the row\'s bbox AP minus its model\'s torch fp32 AP.', '']
     lines += markdown_table(rows, MD_COLUMNS)
+    split = [r for r in rows if r.get('profiled_ms') is not None]
+    if split:
+        lines += ['', '## Where the time goes (ms per image)', '',
+                  'Profiled after the timing, on the same batch: OpenVINO\'s per-node counters, '
+                  'ONNX Runtime\'s profiler, timers around the PyTorch modules; nodes go to the '
+                  'module whose scope they carry, the rest (priors, decoding, top-k, NMS) to '
+                  'decode + NMS. Profilers add a little per node: compare the profiled total '
+                  'with the timed inference.', '']
+        lines += markdown_table(split, SPLIT_COLUMNS)
     return '\n'.join(lines) + '\n'
 
 

@@ -22,12 +22,13 @@ NO_NNCF = 'skipped: pip install mmext[openvino] nncf (NNCF quantizes for OpenVIN
 class Engine:
     """The network of one format: ``infer(batch) -> (dets, labels)`` numpy; ``close()``."""
 
-    def __init__(self, infer, close=None, size_mb=None, note=None, path=None):
+    def __init__(self, infer, close=None, size_mb=None, note=None, path=None, module=None):
         self.infer = infer
         self.close = close or (lambda: None)
         self.size_mb = size_mb
         self.note = note
-        self.path = path
+        self.path = path  # the file a runtime runs (profiled by formats_profile)
+        self.module = module  # the eager module (torch formats)
 
 
 def file_mb(path):
@@ -68,7 +69,7 @@ def torch_engine(wrapper, precision):
             dets, labels = module(torch.from_numpy(x))
         return dets.float().numpy(), labels.numpy()
 
-    return Engine(infer, size_mb=module_mb(module), note=note)
+    return Engine(infer, size_mb=module_mb(module), note=note, module=module)
 
 
 def runtime_engine(path, backend, precision, threads, note=None):

@@ -179,6 +179,15 @@ def _is_quantized(path):
     return any(node.op_type in ('QuantizeLinear', 'DynamicQuantizeLinear') for node in graph.node)
 
 
+def openvino_config(precision, threads=1):
+    """The CPU plugin settings a :class:`DetectorSession` compiles with: latency, one stream,
+    ``threads``; the precision hint ``bf16`` for ``'bf16'``, else ``f32`` (int8 files: OpenVINO
+    picks int8 kernels itself for their QDQ parts, the rest runs f32)."""
+    return {'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
+            'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
+            'INFERENCE_NUM_THREADS': str(int(threads or 1))}
+
+
 class DetectorSession:
     """An exported detector on ``backend`` (``'onnxruntime'`` or ``'openvino'``).
 
@@ -237,10 +246,7 @@ class DetectorSession:
         except ImportError:
             raise MmextError('OpenVINO is not installed: `pip install mmext[openvino]` (or '
                              '`pip install openvino`).') from None
-        # int8 files (QDQ): OpenVINO picks int8 kernels itself under the f32 hint
-        config = {'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
-                  'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1',
-                  'INFERENCE_NUM_THREADS': str(self.threads)}
+        config = openvino_config(self.precision, self.threads)
         try:
             compiled = ov.Core().compile_model(self.path, 'CPU', config)
         except Exception as exc:  # openvino's RuntimeError variants

@@ -155,13 +155,20 @@ def ort_session(path, threads=1, providers=None):
     except ImportError:
         raise MmextError('onnxruntime is not installed: `pip install onnxruntime` (listed in '
                          'requirements/runtime.txt).') from None
+    return ort.InferenceSession(path, ort_session_options(threads),
+                                providers=providers or ['CPUExecutionProvider'])
+
+
+def ort_session_options(threads=1):
+    """The ``SessionOptions`` of :func:`ort_session` (onnxruntime must be importable)."""
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or 0)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=providers or ['CPUExecutionProvider'])
+    return options
 
 
 @torch.no_grad()
