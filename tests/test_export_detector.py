@@ -690,3 +690,41 @@ def test_int8_session_runs(exports, tmp_path):
         return
     assert len(DetectorSession(int8, backend='openvino', precision='int8').predict(
         [image])[0]['bboxes']) > 0
+
+
+@pytest.mark.slow
+def test_openvino_int8_ir_keeps_metadata_float_part_and_boxes(exports, tmp_path):
+    """NNCF on OpenVINO's model of the export: an IR (.xml + .bin) with the export's metadata,
+    int8 convolutions, the heads' output convs and decode/NMS float; DetectorSession and predict
+    run it on OpenVINO and refuse it on ONNX Runtime; a wrong suffix is one clear error."""
+    pytest.importorskip('nncf', reason='NNCF not installed (pip install mmext[openvino])')
+    import openvino as ov
+    from mmext.deploy.detector_openvino import float_part, quantize_openvino, quantized_ops
+    from mmext.deploy.detector_runtime import DetectorSession, preprocess, read_metadata
+    from mmext.errors import ConfigError
+    out = exports('rtmdet_shvit')['out']
+    meta = read_metadata(out)
+    batches = [preprocess(sample_image(160, 160, seed=s), meta)[0] for s in range(3)]
+    xml = str(tmp_path / 'det.int8.xml')
+    info = quantize_openvino(out, xml, batches)
+    assert sorted(os.listdir(tmp_path)) == ['det.int8.bin', 'det.int8.xml']
+    assert read_metadata(xml) == meta
+    saved = ov.Core().read_model(xml)  # the float part found on the written file itself
+    last, down = float_part(saved)
+    types = {op.get_friendly_name(): op.get_type_name() for op in saved.get_ordered_ops()}
+    # rtm_cls x 3 levels, rtm_reg x 3 (conversion folds the stride multiply in: named after it)
+    assert len(last) == 6 and {types[n] for n in last} == {'Convolution'}
+    assert sum('rtm_cls' in n for n in last) == 3 and len(info['float_last']) == 6
+    assert 'NonMaxSuppression' in {types[n] for n in down}
+    quantized = quantized_ops(xml)
+    assert not set(quantized) & (set(last) | set(down))
+    assert sum(t in ('Convolution', 'GroupConvolution') for t in quantized.values()) > 20
+    ref = DetectorSession(out).predict([sample_image(160, 160, seed=1)])[0]
+    session = DetectorSession(xml, backend='openvino', precision='int8')
+    assert session.quantized
+    got = session.predict([sample_image(160, 160, seed=1)])[0]
+    assert len(got['bboxes']) > 0.5 * len(ref['bboxes'])
+    with pytest.raises(ConfigError, match="backend='openvino'"):
+        DetectorSession(xml)
+    with pytest.raises(ConfigError, match='must end in .xml'):
+        quantize_openvino(out, str(tmp_path / 'det.int8.onnx'), batches)

@@ -16,7 +16,7 @@ import numpy as np
 
 from mmext.errors import CheckpointError, ConfigError
 
-EXPORT_EXTS = ('.onnx',)
+EXPORT_EXTS = ('.onnx', '.xml')  # .xml: OpenVINO IR (int8 files written by NNCF)
 BACKENDS = ('onnxruntime', 'openvino')
 
 

@@ -33,6 +33,9 @@ class Engine:
 
 def file_mb(path):
     """Size in MB (10^6 bytes) of a file, or of all files in a folder."""
+    if str(path).lower().endswith('.xml'):  # OpenVINO IR: the .xml and its .bin
+        from mmext.deploy.detector_openvino import ir_files
+        return round(sum(osp.getsize(f) for f in ir_files(path) if osp.exists(f)) / 1e6, 2)
     if osp.isdir(path):
         return round(sum(osp.getsize(osp.join(d, f)) for d, _, files in os.walk(path)
                          for f in files) / 1e6, 2)
@@ -160,10 +163,11 @@ def _build(fmt, wrapper, onnx_path, threads, calib_batches, work_dir, stem):
         return runtime_engine(onnx_path, 'openvino', 'bf16', threads,
                               'the exported .onnx, INFERENCE_PRECISION_HINT=bf16')
     if fmt == 'openvino-int8':
-        path = osp.join(work_dir, f'{stem}.nncf-int8.onnx')
-        info = detector_quantize.quantize_nncf(onnx_path, path, calib_batches)
+        from mmext.deploy.detector_openvino import quantize_openvino
+        path = osp.join(work_dir, f'{stem}.nncf-int8.xml')
+        info = quantize_openvino(onnx_path, path, calib_batches)
         return runtime_engine(path, 'openvino', 'int8', threads,
-                              f'NNCF quantize (QDQ), {calib}; {info["note"]}')
+                              f'NNCF quantize (OpenVINO IR), {calib}; {info["note"]}')
     raise ConfigError(f'unknown format {fmt!r}')
 
 

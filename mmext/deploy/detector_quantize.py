@@ -9,13 +9,11 @@ float.
 * :func:`quantize_ort` -- ONNX Runtime static quantization (``quantize_static``: QDQ, per-channel
   int8 weights, uint8 activations, MinMax ranges) of the convolutions and matrix products outside
   :func:`float_part` (``nodes_to_exclude``).
-* :func:`quantize_nncf` -- NNCF's post-training quantization of the same graph (its ONNX backend,
-  ``ignored_scope`` = :func:`float_part`), an ONNX QDQ file that OpenVINO runs with int8 kernels.
 
-Both write an ``.onnx`` file that keeps the fp32 file's ``mmext`` metadata, so
-:class:`~mmext.deploy.detector_runtime.DetectorSession` runs it like any export.
+It writes an ``.onnx`` file that keeps the fp32 file's ``mmext`` metadata, so
+:class:`~mmext.deploy.detector_runtime.DetectorSession` runs it like any export. OpenVINO's int8
+(NNCF, OpenVINO IR) is :mod:`mmext.deploy.detector_openvino`.
 """
-import logging
 import os
 import os.path as osp
 
@@ -23,10 +21,8 @@ import numpy as np
 
 from mmext.deploy.quantize import QUANT_OPS, _quiet_root_logger
 from mmext.errors import ConfigError, MmextError
-from mmext.utils import quiet
 
 METADATA_KEY = 'mmext'
-NNCF_EXTRA = '`pip install mmext[openvino]` (or `pip install openvino nncf`)'
 
 
 def _load(path_or_model):
@@ -160,40 +156,6 @@ def quantize_ort(fp32_path, int8_path, batches, per_channel=True, exclude_float_
                 float_nodes=len(exclude),
                 note=describe_float_part(last, downstream) if exclude_float_part else
                 'nothing kept float')
-
-
-def quantize_nncf(fp32_path, int8_path, batches, exclude_float_part=True):
-    """NNCF post-training int8 of the exported detector ``fp32_path`` (its ONNX backend) into
-    ``int8_path`` (ONNX QDQ, for OpenVINO), calibrated on ``batches``, with the
-    :func:`float_part` as ``ignored_scope``. Returns the settings and what stayed float."""
-    try:
-        import nncf
-        import onnx
-    except ImportError:
-        raise MmextError(f'NNCF is not installed: {NNCF_EXTRA}.') from None
-    batches = _check_batches(batches)
-    model = onnx.load(str(fp32_path))
-    input_name = model.graph.input[0].name
-    last, downstream = float_part(model)
-    names = (last + downstream) if exclude_float_part else []
-    scope = nncf.IgnoredScope(names=names, validate=False) if names else None
-    dataset = nncf.Dataset(batches, lambda b: {input_name: np.ascontiguousarray(b)})
-    kwargs = dict(subset_size=len(batches))
-    if scope is not None:
-        kwargs['ignored_scope'] = scope
-    with _quiet_root_logger(), _quiet_nncf():
-        quantized = nncf.quantize(model, dataset, **kwargs)
-    _write_onnx(copy_metadata(model, quantized), str(int8_path))
-    return dict(tool=f'nncf {getattr(nncf, "__version__", "?")} quantize (ONNX backend)',
-                quant_format='QDQ', calib_batches=len(batches), float_last=last,
-                float_nodes=len(names),
-                note=describe_float_part(last, downstream) if exclude_float_part else
-                'nothing kept float')
-
-
-def _quiet_nncf():
-    """NNCF's INFO lines and its progress bars (rich, on stdout) off while quantizing."""
-    return quiet(logging.getLogger('nncf'), stdout=True)
 
 
 def quantized_products(model):

@@ -28,6 +28,10 @@ _HOW = 'export it with tools/export_detector.py'
 
 # ------------------------------------------------------------------------------ metadata
 def _metadata_props(path):
+    if path.lower().endswith('.xml'):  # OpenVINO IR (the int8 files NNCF writes)
+        from mmext.deploy.detector_openvino import read_ir_metadata
+        text = read_ir_metadata(path)
+        return {} if text is None else {METADATA_KEY: text}
     try:
         import onnx
     except ImportError:
@@ -170,7 +174,11 @@ def _calibration_batches(meta, num=8):
 
 
 def _is_quantized(path):
-    """Whether the graph already holds int8 QuantizeLinear nodes (a quantized export)."""
+    """Whether the graph already holds int8 QuantizeLinear nodes (a quantized export), or an
+    OpenVINO IR file FakeQuantize ops."""
+    if path.lower().endswith('.xml'):
+        from mmext.deploy.detector_openvino import quantized_ops
+        return bool(quantized_ops(path))
     try:
         import onnx
     except ImportError:
@@ -209,6 +217,9 @@ class DetectorSession:
         if backend == 'onnxruntime' and precision == 'bf16':
             raise ConfigError('bf16 is not offered on ONNX Runtime (its CPU kernels run fp32); '
                               "use backend='openvino' for bf16.")
+        if backend != 'openvino' and str(path).lower().endswith('.xml'):
+            raise ConfigError(f'{str(path)!r} is an OpenVINO IR file: run it with '
+                              "backend='openvino' (--backend openvino).")
         self.path, self.backend, self.precision = str(path), backend, precision
         self.threads = int(threads or 1)
         self.meta = read_metadata(self.path)
