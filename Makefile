@@ -1,5 +1,7 @@
 # mmext: install, demo, test.  `make demo` and `make test` install first.
 #   make test                 torch 2.13.0 in .venv
+#   make accuracy             a demo-trained RTMDet + SHViT-S1 exported in every format keeps
+#                             its AP (fails outside 0.002 fp32 / 0.01 bf16 / 0.02 int8)
 #   make test TORCH=2.1.2     torch 2.1.2 (the mmdet 3.3 users' stack) in .venv-torch2.1.2
 # WHEELHOUSE: a folder with a prebuilt mmcv 2.1.0 wheel for torch 2.13.0; its subfolder
 # torch-<TORCH>/ holds the one for another torch (mmcv's C++ ops are built against one torch).
@@ -14,7 +16,7 @@ MMCV_WHEELS := $(if $(WHEELHOUSE),$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(WHE
 FIND_LINKS  := $(if $(wildcard $(MMCV_WHEELS)),--find-links $(abspath $(MMCV_WHEELS)),)
 STAMP       := $(VENV)/.mmext-installed
 
-.PHONY: install demo test test-quick clean
+.PHONY: install demo test test-quick accuracy clean
 
 install: $(STAMP)
 
@@ -40,6 +42,16 @@ test: install
 # everything but the tests marked slow (end-to-end runs, wheel builds)
 test-quick: install
 	$(PY) -m pytest -q -m 'not slow' tests
+
+# issue #20's accuracy check: train RTMDet + SHViT-S1 on the generated data (~150 s on 2 cores),
+# then every format (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on its validation set
+ACC_DIR     := work_dirs/accuracy
+ACC_CONFIG  := shvit_s1_rtmdet_tiny_4xb32-100e_coco.py
+accuracy: install
+	$(PY) tools/demo.py --config configs/rtmdet/$(ACC_CONFIG) --work-dir $(ACC_DIR)/train
+	$(PY) tools/benchmark_formats.py $(ACC_DIR)/train/$(ACC_CONFIG) \
+	  "$$(cat $(ACC_DIR)/train/last_checkpoint)" --data data/demo/coco --shape 128 \
+	  --anchor-configs --check-ap --work-dir $(ACC_DIR)/files --out $(ACC_DIR)/detector_formats.json
 
 clean:
 	rm -rf $(VENV) work_dirs data/demo

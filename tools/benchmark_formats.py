@@ -93,6 +93,10 @@ def main(argv=None):
     parser.add_argument('--nms-pre', type=int, default=None, metavar='N',
                         help="pairs per level the exports keep before NMS (default: the "
                         "config's, at most 1000; -1: the config's)")
+    parser.add_argument('--check-ap', action='store_true',
+                        help='exit with an error if a format\'s bbox AP differs from torch fp32 '
+                        'by more than 0.002 (fp32), 0.01 (bf16) or 0.02 (int8); for trained '
+                        'checkpoints (make accuracy)')
     parser.add_argument('--no-profile', action='store_true',
                         help='skip the backbone / neck / head / decode+NMS split of each format')
     parser.add_argument('--seed', type=int, default=0, help='random weights seed (default 0)')
@@ -125,6 +129,14 @@ def main(argv=None):
         progress=lambda msg: print(msg, flush=True))
     print(to_markdown(result['rows'], result['meta']))
     print(f'wrote {result["json"]} and {result["markdown"]}')
+    if args.check_ap:
+        from mmext.benchmark.formats import ap_violations
+        from mmext.errors import MmextError
+        bad = ap_violations(result['rows'])
+        if bad:
+            raise MmextError(f'{len(bad)} format(s) outside the AP bounds: ' + '; '.join(bad))
+        print('AP check passed: every format within 0.002 (fp32), 0.01 (bf16), 0.02 (int8) '
+              'of torch fp32')
 
 
 if __name__ == '__main__':

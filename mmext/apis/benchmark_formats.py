@@ -103,7 +103,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
         ``json``/``markdown`` (paths, when ``out`` was given).
     """
     from mmext.benchmark.environment import environment
-    from mmext.benchmark.formats import (anchor_case, calibration_batches, check_rows,
+    from mmext.benchmark.formats import (anchor_cases, calibration_batches, check_rows,
                                          check_settings, cpu_flags, failed_cases, load_avg,
                                          model_cases, resolve_formats, run_cases,
                                          write_results)
@@ -167,9 +167,9 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 cases += new
                 metas += [meta] * len(new)
             for path in anchor_onnx or ():
-                row, engine = anchor_case(path, shape, batch, threads)
-                cases.append((row, engine))
-                metas.append(None)
+                new = anchor_cases(path, shape, batch, threads)
+                cases += new
+                metas += [None] * len(new)
         load_start = load_avg()
         rows, order = run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds,
                                 warmup, iters, threads, progress, profile=profile)

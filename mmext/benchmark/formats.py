@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from mmext.benchmark.formats_engines import (LATENCY_ONLY, Engine, anchor_case,
+from mmext.benchmark.formats_engines import (LATENCY_ONLY, Engine, anchor_case, anchor_cases,
                                              failed_cases, format_skip, model_cases, new_row)
 from mmext.benchmark.report import markdown_table, write_json_and_markdown
 from mmext.deploy.runners import threads_context
@@ -44,9 +44,11 @@ FORMATS = ('torch-fp32', 'torch-bf16', 'onnxruntime-fp32', 'onnxruntime-int8',
 ROW_KEYS = ('config', 'model', 'format', 'precision', 'status', 'size_mb', 'bbox_ap', 'ap_delta',
             'preprocess_ms', 'inference_ms', 'postprocess_ms', 'fps')
 __all__ = ['FORMATS', 'ROW_KEYS', 'RTMDET_TINY', 'LATENCY_ONLY', 'Engine', 'anchor_case',
+           'anchor_cases',
            'failed_cases', 'format_skip', 'model_cases', 'new_row', 'resolve_formats',
            'check_settings', 'calibration_batches', 'evaluate', 'timing_images',
            'time_iteration', 'time_cases', 'fill_times', 'fill_ap_deltas', 'profile_cases',
+           'AP_BOUNDS', 'ap_violations',
            'run_cases',
            'to_markdown', 'write_results', 'check_rows']
 #: the anchor config run like the benchmarked one by default
@@ -182,6 +184,29 @@ def fill_times(row, samples, batch, rounds):
         total = statistics.median([sum(s) for s in samples])
         row['e2e_ms'] = round(total, 3)
         row['e2e_fps'] = round(1000.0 / total, 2) if total > 0 else None
+
+
+#: the largest AP change against torch fp32 a format of each precision may have (issue #20:
+#: float runtimes 0.002, bf16 0.01, int8 0.02), checked by ``--check-ap`` on a trained model
+AP_BOUNDS = {'fp32': 0.002, 'bf16': 0.01, 'int8': 0.02}
+
+
+def ap_violations(rows, bounds=None):
+    """One line per row whose ``|ap_delta|`` exceeds its precision's bound
+    (:data:`AP_BOUNDS`), and per model row that has no AP although it should."""
+    bounds = dict(AP_BOUNDS if bounds is None else bounds)
+    bad = []
+    for row in rows:
+        if row.get('status') == LATENCY_ONLY or row['format'] is None:
+            continue
+        what = f'{row["model"]} {row["format"]} {row["precision"]}'
+        if not str(row.get('status', '')).startswith(('ok', 'skipped')):
+            bad.append(f'{what}: {row["status"]}')
+        elif row.get('ap_delta') is not None and \
+                abs(row['ap_delta']) > bounds.get(row['precision'], float('inf')):
+            bad.append(f'{what}: AP {row["bbox_ap"]} is {row["ap_delta"]:+.4f} from torch fp32 '
+                       f'(allowed {bounds[row["precision"]]})')
+    return bad
 
 
 def fill_ap_deltas(rows):

@@ -171,12 +171,34 @@ def _build(fmt, wrapper, onnx_path, threads, calib_batches, work_dir, stem):
     raise ConfigError(f'unknown format {fmt!r}')
 
 
-def anchor_case(path, shape, batch, threads):
+def _is_openvino_anchor(path):
+    path = str(path)
+    return osp.isdir(path) or path.lower().endswith('.xml')
+
+
+def anchor_cases(path, shape, batch, threads):
+    """The anchor rows of one file: an ONNX file runs in ONNX Runtime (fp32); an OpenVINO
+    model under the f32 and the bf16 hint (bf16 a ``skipped`` row without native bf16), as
+    the detectors' own OpenVINO rows."""
+    if not _is_openvino_anchor(path):
+        return [anchor_case(path, shape, batch, threads)]
+    cases = [anchor_case(path, shape, batch, threads, 'fp32')]
+    skip = format_skip('openvino-bf16')
+    if skip and module_version('openvino') is not None:
+        row = dict(cases[0][0], precision='bf16', status=skip, inference_ms=None, fps=None)
+        cases.append((row, None))
+    else:
+        cases.append(anchor_case(path, shape, batch, threads, 'bf16'))
+    return cases
+
+
+def anchor_case(path, shape, batch, threads, precision='fp32'):
     """``(row, Engine)`` of a file another exporter wrote (Ultralytics' ``.onnx``, or an
-    OpenVINO ``.xml`` / ``*_openvino_model`` folder), timed for latency only."""
+    OpenVINO ``.xml`` / ``*_openvino_model`` folder, compiled with ``precision``'s hint), timed
+    for latency only."""
     path = str(path)
     name = osp.basename(path.rstrip('/'))
-    row = dict(config=path, model=name, format=None, precision='fp32', status=LATENCY_ONLY,
+    row = dict(config=path, model=name, format=None, precision=precision, status=LATENCY_ONLY,
                size_mb=None, bbox_ap=None, ap_delta=None, preprocess_ms=None,
                inference_ms=None, postprocess_ms=None, fps=None,
                note='anchor: latency of the file as its exporter wrote it (Ultralytics: no NMS '
@@ -195,7 +217,7 @@ def anchor_case(path, shape, batch, threads):
             if module_version('openvino') is None:
                 row['status'] = NO_OPENVINO
                 return row, None
-            engine = _openvino_raw(xml, threads)
+            engine = _openvino_raw(xml, threads, precision)
         else:
             row['format'] = 'onnxruntime'
             if module_version('onnxruntime') is None:
@@ -222,9 +244,9 @@ def _ort_raw(path, threads):
     return Engine(lambda x: session.run(None, {name: x}))
 
 
-def _openvino_raw(path, threads):
+def _openvino_raw(path, threads, precision='fp32'):
     import openvino as ov
-    config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY',
-              'NUM_STREAMS': '1', 'INFERENCE_NUM_THREADS': str(threads)}
+    from mmext.deploy.detector_runtime import openvino_config
+    config = openvino_config(precision, threads)
     request = ov.Core().compile_model(path, 'CPU', config).create_infer_request()
     return Engine(lambda x: request.infer({0: x}))
