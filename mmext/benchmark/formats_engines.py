@@ -217,7 +217,7 @@ def anchor_case(path, shape, batch, threads, precision='fp32'):
             if module_version('openvino') is None:
                 row['status'] = NO_OPENVINO
                 return row, None
-            engine = _openvino_raw(xml, threads, precision)
+            engine = _openvino_raw(xml, threads, precision, (batch, 3) + tuple(shape))
         else:
             row['format'] = 'onnxruntime'
             if module_version('onnxruntime') is None:
@@ -244,9 +244,15 @@ def _ort_raw(path, threads):
     return Engine(lambda x: session.run(None, {name: x}))
 
 
-def _openvino_raw(path, threads, precision='fp32'):
+def _openvino_raw(path, threads, precision='fp32', input_shape=None):
+    """An OpenVINO model as an engine; ``input_shape``: reshaped to it first (Ultralytics'
+    exports are static 1 x 3 x 640 x 640: OpenVINO reshapes them to another batch)."""
     import openvino as ov
     from mmext.deploy.detector_runtime import openvino_config
+    core = ov.Core()
+    model = core.read_model(path)
+    if input_shape is not None and len(model.inputs) == 1:
+        model.reshape({model.inputs[0]: ov.PartialShape(list(input_shape))})
     config = openvino_config(precision, threads)
-    request = ov.Core().compile_model(path, 'CPU', config).create_infer_request()
+    request = core.compile_model(model, 'CPU', config).create_infer_request()
     return Engine(lambda x: request.infer({0: x}))
