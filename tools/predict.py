@@ -26,8 +26,9 @@ from mmext.errors import run_cli  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('model', help='an mmdet config (with --checkpoint) or an exported .onnx '
-                        'detector (tools/export_detector.py)')
+    parser.add_argument('model', help='an mmdet config (with --checkpoint), an exported .onnx '
+                        'detector (tools/export_detector.py) or its OpenVINO int8 .xml '
+                        '(--backend openvino --precision int8)')
     parser.add_argument('source', nargs='+', help='images, videos, folders, glob patterns')
     parser.add_argument('--checkpoint', '--weights', dest='checkpoint',
                         help="the config's trained weights (a .pth path or URL)")

@@ -11,7 +11,8 @@ The model is either
   gives the class names (else the config's test dataset, else COCO's). ``fuse`` folds the
   backbone (``switch_to_deploy()``) after loading; ``bf16`` runs backbone and neck in bfloat16
   (:class:`mmext.engine.precision.Bf16Parts`; native bf16 only);
-* or a file exported by ``tools/export_detector.py`` (``.onnx``), run by ONNX Runtime or
+* or a file exported by ``tools/export_detector.py`` (``.onnx``; or its OpenVINO int8 IR
+  ``.xml`` from :func:`mmext.deploy.detector_openvino.quantize_openvino`), run by ONNX Runtime or
   OpenVINO through :class:`mmext.deploy.detector_runtime.DetectorSession` (the contract's
   ``preprocess``/``run``/``postprocess``).
 

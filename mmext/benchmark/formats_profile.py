@@ -79,7 +79,10 @@ def openvino_split(path, precision, x, threads=1, runs=DEFAULT_RUNS):
     import openvino as ov
     from mmext.deploy.detector_runtime import openvino_config
     config = dict(openvino_config(precision, threads), PERF_COUNT=True)
-    compiled = ov.Core().compile_model(str(path), 'CPU', config)
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({model.inputs[0]: ov.PartialShape(list(x.shape))})  # as DetectorSession runs
+    compiled = core.compile_model(model, 'CPU', config)
     parts = _runtime_parts(compiled)
     request = compiled.create_infer_request()
     request.infer({0: x})  # warm-up

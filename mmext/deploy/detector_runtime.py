@@ -196,6 +196,10 @@ def openvino_config(precision, threads=1):
             'INFERENCE_NUM_THREADS': str(int(threads or 1))}
 
 
+#: input shapes an OpenVINO session keeps compiled (one per image size and batch)
+OPENVINO_SHAPES = 8
+
+
 class DetectorSession:
     """An exported detector on ``backend`` (``'onnxruntime'`` or ``'openvino'``).
 
@@ -252,25 +256,46 @@ class DetectorSession:
         self._run = lambda x: session.run(names[:2], {input_name: x})
 
     def _init_openvino(self):
+        """OpenVINO compiles the model once per input shape (kept, at most
+        :data:`OPENVINO_SHAPES`): the CPU plugin's dynamic-shape inference gave EdgeViT's graph
+        a batch of 0 in its outputs, a static shape runs it right (and lets the plugin plan
+        memory for it). The first compile (at the metadata's input size) checks the file."""
         try:
             import openvino as ov
         except ImportError:
             raise MmextError('OpenVINO is not installed: `pip install mmext[openvino]` (or '
                              '`pip install openvino`).') from None
+        core = ov.Core()
+        model = core.read_model(self.path)
         config = openvino_config(self.precision, self.threads)
-        try:
-            compiled = ov.Core().compile_model(self.path, 'CPU', config)
-        except Exception as exc:  # openvino's RuntimeError variants
-            raise MmextError(f'OpenVINO cannot compile {self.path!r} for the CPU with '
-                             f'{self.precision} ({type(exc).__name__}: '
-                             f'{str(exc).strip().splitlines()[0] if str(exc).strip() else ""})'
-                             ) from None
+        cache = {}
+
+        def request_for(shape):
+            if shape not in cache:
+                if len(cache) >= OPENVINO_SHAPES:
+                    cache.pop(next(iter(cache)))
+                static = model.clone()
+                static.reshape({static.inputs[0]: ov.PartialShape(list(shape))})
+                try:
+                    compiled = core.compile_model(static, 'CPU', config)
+                except Exception as exc:  # openvino's RuntimeError variants
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+                    raise MmextError(f'OpenVINO cannot compile {self.path!r} for the CPU with '
+                                     f'{self.precision} at input {list(shape)} '
+                                     f'({type(exc).__name__}: {first})') from None
+                names = [o.get_any_name() for o in compiled.outputs]
+                order = [names.index(n) if n in names else i
+                         for i, n in enumerate(('dets', 'labels'))]
+                cache[shape] = (compiled.create_infer_request(), order)
+            return cache[shape]
+
+        h, w = self.meta['input_size']
+        divisor = int(self.meta.get('pad_size_divisor', 1) or 1)
+        request_for((1, 3, -(-int(h) // divisor) * divisor, -(-int(w) // divisor) * divisor))
         self.run_path = self.path
-        request = compiled.create_infer_request()
-        outputs = [o.get_any_name() for o in compiled.outputs]
-        order = [outputs.index(n) if n in outputs else i for i, n in enumerate(('dets', 'labels'))]
 
         def run(x):
+            request, order = request_for(tuple(int(v) for v in x.shape))
             request.infer({0: x})
             return [np.array(request.get_output_tensor(i).data) for i in order]
 
