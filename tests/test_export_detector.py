@@ -44,7 +44,7 @@ def tiny_config(name, **test_cfg):
     """The config at SIZE x SIZE (test Resize/Pad), RetinaNet 64 channels wide."""
     from mmext.apis.export_detector import _resolve_config
     from mmext.engine.config import load_config
-    cfg = load_config(_resolve_config(MODELS[name]))
+    cfg = load_config(_resolve_config(MODELS.get(name, name)))
     for step in cfg.test_dataloader.dataset.pipeline:
         if step['type'] == 'Resize':
             step['scale'] = (SIZE, SIZE)
@@ -754,3 +754,25 @@ def test_compare_detections_tolerates_tied_groups_only():
                   ([40, 100, 70, 130], .5, 1)])
     result = compare_detections(*ref, *untied)
     assert not result['ok'] and 'detection 2' in result['problem']
+
+
+@pytest.mark.slow
+def test_openvino_runs_edgevit_detector_at_each_shape(tmp_path):
+    """EdgeViT's detector graph: OpenVINO's dynamic-shape inference gave its outputs a batch of
+    0; the session compiles each input shape (batch 1 and 2, two sizes) and equals ONNX
+    Runtime."""
+    pytest.importorskip('openvino', reason='OpenVINO not installed (pip install mmext[openvino])')
+    from mmext.deploy.detector_export import compare_detections, export_detector_model
+    from mmext.deploy.detector_runtime import DetectorSession, preprocess
+    cfg, detector = build_tiny('configs/rtmdet/edgevit_xxs_rtmdet_tiny_4xb32-100e_coco.py')
+    out = str(tmp_path / 'edgevit.onnx')
+    export_detector_model(detector, cfg, out, [str(i) for i in range(80)])
+    ref = DetectorSession(out)
+    session = DetectorSession(out, backend='openvino')
+    for size, seeds in (((160, 160), (1, )), ((128, 192), (2, 3))):
+        x = np.concatenate([preprocess(sample_image(*size, seed=s), ref.meta)[0] for s in seeds])
+        d0, l0 = ref.run(x)
+        d1, l1 = session.run(x)
+        assert d1.shape == d0.shape and d1.shape[0] == len(seeds)
+        result = compare_detections(d0, l0, d1, l1)
+        assert result['ok'], result['problem']
