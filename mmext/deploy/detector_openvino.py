@@ -113,6 +113,9 @@ def quantize_openvino(fp32_path, int8_xml, batches, exclude_float_part=True):
         import nncf
     except ImportError:
         raise MmextError(f'NNCF is not installed: {NNCF_EXTRA}.') from None
+    except Exception as exc:  # noqa: BLE001  (e.g. NNCF 3.4 beside torch 2.1: no torch.uint16)
+        raise MmextError(f'NNCF cannot be imported here ({type(exc).__name__}: {exc}); install '
+                         'an NNCF release that supports this torch.') from None
     from mmext.deploy.detector_runtime import read_metadata
     if not str(int8_xml).lower().endswith('.xml'):
         raise ConfigError(f'the OpenVINO int8 file {str(int8_xml)!r} must end in .xml (its '
