@@ -44,13 +44,11 @@ FORMATS = ('torch-fp32', 'torch-bf16', 'onnxruntime-fp32', 'onnxruntime-int8',
 ROW_KEYS = ('config', 'model', 'format', 'precision', 'status', 'size_mb', 'bbox_ap', 'ap_delta',
             'preprocess_ms', 'inference_ms', 'postprocess_ms', 'fps')
 __all__ = ['FORMATS', 'ROW_KEYS', 'RTMDET_TINY', 'LATENCY_ONLY', 'Engine', 'anchor_case',
-           'anchor_cases',
-           'failed_cases', 'format_skip', 'model_cases', 'new_row', 'resolve_formats',
-           'check_settings', 'calibration_batches', 'evaluate', 'timing_images',
-           'time_iteration', 'time_cases', 'fill_times', 'fill_ap_deltas', 'profile_cases',
-           'AP_BOUNDS', 'ap_violations',
-           'run_cases',
-           'to_markdown', 'write_results', 'check_rows']
+           'anchor_cases', 'failed_cases', 'format_skip', 'model_cases', 'new_row',
+           'resolve_formats', 'check_settings', 'calibration_batches', 'evaluate',
+           'timing_images', 'time_iteration', 'time_cases', 'fill_times', 'fill_ap_deltas',
+           'AP_BOUNDS', 'ap_violations', 'profile_cases', 'run_cases', 'to_markdown',
+           'write_results', 'check_rows']
 #: the anchor config run like the benchmarked one by default
 RTMDET_TINY = 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py'
 DEFAULT_CALIB_IMAGES = 16

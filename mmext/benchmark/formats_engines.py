@@ -247,12 +247,6 @@ def _ort_raw(path, threads):
 def _openvino_raw(path, threads, precision='fp32', input_shape=None):
     """An OpenVINO model as an engine; ``input_shape``: reshaped to it first (Ultralytics'
     exports are static 1 x 3 x 640 x 640: OpenVINO reshapes them to another batch)."""
-    import openvino as ov
-    from mmext.deploy.detector_runtime import openvino_config
-    core = ov.Core()
-    model = core.read_model(path)
-    if input_shape is not None and len(model.inputs) == 1:
-        model.reshape({model.inputs[0]: ov.PartialShape(list(input_shape))})
-    config = openvino_config(precision, threads)
-    request = core.compile_model(model, 'CPU', config).create_infer_request()
+    from mmext.deploy.detector_runtime import compile_openvino
+    request = compile_openvino(path, precision, threads, input_shape).create_infer_request()
     return Engine(lambda x: request.infer({0: x}))

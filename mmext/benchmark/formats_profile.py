@@ -76,13 +76,9 @@ def _runtime_parts(compiled):
 def openvino_split(path, precision, x, threads=1, runs=DEFAULT_RUNS):
     """:func:`split_times` of ``path`` on OpenVINO's CPU plugin (``precision`` as
     :class:`~mmext.deploy.detector_runtime.DetectorSession` compiles it) for the batch ``x``."""
-    import openvino as ov
-    from mmext.deploy.detector_runtime import openvino_config
-    config = dict(openvino_config(precision, threads), PERF_COUNT=True)
-    core = ov.Core()
-    model = core.read_model(str(path))
-    model.reshape({model.inputs[0]: ov.PartialShape(list(x.shape))})  # as DetectorSession runs
-    compiled = core.compile_model(model, 'CPU', config)
+    from mmext.deploy.detector_runtime import compile_openvino
+    # the static shape of the batch, as DetectorSession compiles it
+    compiled = compile_openvino(path, precision, threads, x.shape, PERF_COUNT=True)
     parts = _runtime_parts(compiled)
     request = compiled.create_infer_request()
     request.infer({0: x})  # warm-up

@@ -142,6 +142,7 @@ def detector_settings(cfg, detector, input_size=None, nms_pre=None):
         raise ConfigError(f"test_cfg.nms type {nms.get('type')!r} is not exported; only 'nms' "
                           '(hard NMS) is.')
     max_per_img = test_cfg.get('max_per_img')
+    graph_nms_pre = deploy_nms_pre(test_cfg.get('nms_pre', -1), nms_pre)
     divisor = int(dp.get('pad_size_divisor', 1) or 1)
     if pad is not None:
         divisor = max(divisor, int(pad.get('size_divisor') or 1))
@@ -160,11 +161,11 @@ def detector_settings(cfg, detector, input_size=None, nms_pre=None):
         score_thr=float(test_cfg.get('score_thr', 0)),
         iou_threshold=float(nms.get('iou_threshold', 0.5)),
         max_per_img=int(max_per_img if max_per_img else DEFAULT_MAX_PER_IMG),
-        nms_pre=deploy_nms_pre(test_cfg.get('nms_pre', -1), nms_pre),
+        nms_pre=graph_nms_pre,
         config_nms_pre=int(test_cfg.get('nms_pre', -1)),
         min_bbox_size=float(test_cfg.get('min_bbox_size', -1)),
         class_agnostic=bool(nms.get('class_agnostic', test_cfg.get('class_agnostic', False))),
-        test_cfg=dict(test_cfg, nms_pre=deploy_nms_pre(test_cfg.get('nms_pre', -1), nms_pre)))
+        test_cfg=dict(test_cfg, nms_pre=graph_nms_pre))
 
 
 def model_names(cfg, detector):

@@ -20,10 +20,11 @@ import os.path as osp
 
 import numpy as np
 
+from mmext.deploy.detector_quantize import _check_batches, last_products
+from mmext.deploy.detector_runtime import METADATA_KEY, read_metadata
 from mmext.errors import ConfigError, MmextError
 from mmext.utils import quiet
 
-METADATA_KEY = 'mmext'
 NNCF_EXTRA = '`pip install mmext[openvino]` (or `pip install openvino nncf`)'
 #: OpenVINO op types that carry the multiply-adds (what int8 is for)
 PRODUCTS = ('Convolution', 'GroupConvolution', 'ConvolutionBackpropData', 'MatMul')
@@ -46,29 +47,16 @@ def _has_variable_input(op):
 def float_part(model):
     """``(last, downstream)``: friendly names of the model's last product ops (no product
     downstream: the heads' output convolutions) and of every op after them, for an
-    ``openvino.Model``."""
-    ops = list(model.get_ordered_ops())
-    consumers = {op.get_friendly_name(): [t.get_node() for out in op.outputs()
-                                          for t in out.get_target_inputs()] for op in ops}
-    is_product = {op.get_friendly_name(): op.get_type_name() in PRODUCTS
-                  and _has_variable_input(op) for op in ops}
-    below = {}
-    for op in reversed(ops):  # ordered ops are topological: consumers come first here
-        name = op.get_friendly_name()
-        below[name] = any(is_product.get(c.get_friendly_name()) or
-                          below.get(c.get_friendly_name(), False) for c in consumers[name])
-    last = [op.get_friendly_name() for op in ops
-            if is_product[op.get_friendly_name()] and not below[op.get_friendly_name()]]
-    seen, stack = set(), [c for n in last for c in consumers[n]]
-    while stack:
-        op = stack.pop()
-        name = op.get_friendly_name()
-        if name not in seen:
-            seen.add(name)
-            stack.extend(consumers.get(name, ()))
-    down = [op.get_friendly_name() for op in ops if op.get_friendly_name() in seen
-            and op.get_type_name() not in ('Result', 'Constant')]
-    return last, down
+    ``openvino.Model`` (:func:`~mmext.deploy.detector_quantize.last_products` on its graph)."""
+    ops = list(model.get_ordered_ops())  # topologically ordered
+    index = {op.get_friendly_name(): i for i, op in enumerate(ops)}
+    consumers = [[index[t.get_node().get_friendly_name()] for out in op.outputs()
+                  for t in out.get_target_inputs()] for op in ops]
+    is_product = [op.get_type_name() in PRODUCTS and _has_variable_input(op) for op in ops]
+    last, downstream = last_products(len(ops), consumers.__getitem__, is_product)
+    return ([ops[i].get_friendly_name() for i in last],
+            [ops[i].get_friendly_name() for i in downstream
+             if ops[i].get_type_name() not in ('Result', 'Constant')])
 
 
 def quantized_ops(model):
@@ -116,14 +104,10 @@ def quantize_openvino(fp32_path, int8_xml, batches, exclude_float_part=True):
     except Exception as exc:  # noqa: BLE001  (e.g. NNCF 3.4 beside torch 2.1: no torch.uint16)
         raise MmextError(f'NNCF cannot be imported here ({type(exc).__name__}: {exc}); install '
                          'an NNCF release that supports this torch.') from None
-    from mmext.deploy.detector_runtime import read_metadata
     if not str(int8_xml).lower().endswith('.xml'):
         raise ConfigError(f'the OpenVINO int8 file {str(int8_xml)!r} must end in .xml (its '
                           'weights go to the .bin beside it).')
-    batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
-    if not batches or any(b.ndim != 4 or b.shape[1] != 3 for b in batches):
-        raise ConfigError('int8 calibration needs a non-empty list of N x 3 x H x W batches '
-                          '(images through detector_runtime.preprocess).')
+    batches = [np.ascontiguousarray(b) for b in _check_batches(batches)]
     meta = read_metadata(fp32_path)
     model = ov.convert_model(str(fp32_path))
     last, downstream = float_part(model)

@@ -32,6 +32,25 @@ def _load(path_or_model):
     return path_or_model
 
 
+def last_products(count, after, is_product):
+    """``(last, downstream)`` indices of a topologically ordered graph of ``count`` nodes:
+    the product nodes with no product anywhere downstream, and every node downstream of them
+    (ascending). ``after(i)``: the indices of node ``i``'s consumers; ``is_product[i]``.
+    Shared by the ONNX graph here and OpenVINO's (:mod:`mmext.deploy.detector_openvino`)."""
+    # a backward sweep sees consumers first
+    below = [False] * count
+    for i in range(count - 1, -1, -1):
+        below[i] = any(is_product[c] or below[c] for c in after(i))
+    last = [i for i in range(count) if is_product[i] and not below[i]]
+    seen, stack = set(), [c for i in last for c in after(i)]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(after(i))
+    return last, sorted(seen)
+
+
 def float_part(model, products=QUANT_OPS):
     """``(last_products, downstream)``: names of the graph's last product nodes (``products`` op
     types with no product anywhere downstream: the heads' output convolutions) and of every node
@@ -47,19 +66,9 @@ def float_part(model, products=QUANT_OPS):
     def after(i):
         return [c for out in nodes[i].output for c in consumers.get(out, ())]
 
-    is_product = [n.op_type in products for n in nodes]
-    # ONNX graphs are topologically sorted: a backward sweep sees consumers first
-    below = [False] * len(nodes)
-    for i in range(len(nodes) - 1, -1, -1):
-        below[i] = any(is_product[c] or below[c] for c in after(i))
-    last = [i for i in range(len(nodes)) if is_product[i] and not below[i]]
-    seen, stack = set(), [c for i in last for c in after(i)]
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(after(i))
-    return [nodes[i].name for i in last], [nodes[i].name for i in sorted(seen)]
+    last, downstream = last_products(len(nodes), after,
+                                     [n.op_type in products for n in nodes])
+    return [nodes[i].name for i in last], [nodes[i].name for i in downstream]
 
 
 def describe_float_part(last, downstream):

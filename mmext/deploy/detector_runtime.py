@@ -196,6 +196,21 @@ def openvino_config(precision, threads=1):
             'INFERENCE_NUM_THREADS': str(int(threads or 1))}
 
 
+def compile_openvino(model, precision, threads=1, input_shape=None, **extra):
+    """``model`` (a path, or an ``openvino.Model``: copied before reshaping) compiled for the
+    CPU with :func:`openvino_config` (+ ``extra`` settings), reshaped to the static
+    ``input_shape`` of its first input first if given."""
+    import openvino as ov
+    core = ov.Core()
+    if isinstance(model, ov.Model):
+        model = model.clone() if input_shape is not None else model
+    else:
+        model = core.read_model(str(model))
+    if input_shape is not None:
+        model.reshape({model.inputs[0]: ov.PartialShape([int(v) for v in input_shape])})
+    return core.compile_model(model, 'CPU', dict(openvino_config(precision, threads), **extra))
+
+
 #: input shapes an OpenVINO session keeps compiled (one per image size and batch)
 OPENVINO_SHAPES = 8
 
@@ -265,19 +280,15 @@ class DetectorSession:
         except ImportError:
             raise MmextError('OpenVINO is not installed: `pip install mmext[openvino]` (or '
                              '`pip install openvino`).') from None
-        core = ov.Core()
-        model = core.read_model(self.path)
-        config = openvino_config(self.precision, self.threads)
+        model = ov.Core().read_model(self.path)
         cache = {}
 
         def request_for(shape):
             if shape not in cache:
                 if len(cache) >= OPENVINO_SHAPES:
                     cache.pop(next(iter(cache)))
-                static = model.clone()
-                static.reshape({static.inputs[0]: ov.PartialShape(list(shape))})
                 try:
-                    compiled = core.compile_model(static, 'CPU', config)
+                    compiled = compile_openvino(model, self.precision, self.threads, shape)
                 except Exception as exc:  # openvino's RuntimeError variants
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
                     raise MmextError(f'OpenVINO cannot compile {self.path!r} for the CPU with '
