@@ -499,3 +499,59 @@ def test_ap_check_names_rows_outside_the_bounds():
     assert [b.split(':')[0] for b in bad] == ['m openvino fp32', 'm torch bf16',
                                              'm onnxruntime int8', 'm openvino int8']
     assert '(allowed 0.002)' in bad[0] and 'failed: boom' in bad[3]
+
+
+def _nms_anchor(path):
+    """An ONNX file whose graph ends in NonMaxSuppression (Ultralytics' ``nms=True`` export)."""
+    onnx = pytest.importorskip('onnx')
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.RandomState(0)
+    xy = rng.rand(1, 50, 2).astype(np.float32) * SIZE
+    boxes = numpy_helper.from_array(np.concatenate([xy, xy + 20], -1), 'boxes')
+    scores = numpy_helper.from_array(rng.rand(1, 1, 50).astype(np.float32), 'scores')
+    limits = [numpy_helper.from_array(np.array([10], np.int64), 'max_out'),
+              numpy_helper.from_array(np.array([0.5], np.float32), 'iou'),
+              numpy_helper.from_array(np.array([0.1], np.float32), 'thr')]
+    nodes = [helper.make_node('ReduceMean', ['images'], ['mean'], keepdims=0),
+             helper.make_node('Add', ['boxes', 'mean'], ['boxes_x']),
+             helper.make_node('Add', ['scores', 'mean'], ['scores_x']),
+             helper.make_node('NonMaxSuppression', ['boxes_x', 'scores_x', 'max_out', 'iou', 'thr'],
+                              ['keep']),
+             # a fixed-shape output, as Ultralytics pads its detections to max_det
+             helper.make_node('Cast', ['keep'], ['keep_f'], to=TensorProto.FLOAT),
+             helper.make_node('ReduceSum', ['keep_f'], ['kept'], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, 'nms_anchor', [helper.make_tensor_value_info('images', TensorProto.FLOAT,
+                                                            [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info('mean', TensorProto.FLOAT, []),
+         helper.make_tensor_value_info('kept', TensorProto.FLOAT, [])],
+        [boxes, scores] + limits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_anchor_rows_say_whether_the_graph_holds_nms(anchor_file, tmp_path):
+    """An anchor exported with NMS inside (Ultralytics ``nms=True``) is named ``<file>+nms`` and
+    says so; one without says it ends before decoding and NMS -- two exports of one model are
+    two rows of the table, and the reader knows which one is the like-for-like time."""
+    pytest.importorskip('onnxruntime')
+    from mmext.benchmark.formats import anchor_case
+    nms_file = _nms_anchor(str(tmp_path / 'yolo_like_nms.onnx'))
+    row, engine = anchor_case(nms_file, (SIZE, SIZE), 1, 1)
+    assert row['status'] == 'ok (latency only)', row['status']
+    assert row['model'] == 'yolo_like_nms.onnx+nms' and 'NMS in the graph' in row['note']
+    engine.infer(None)
+    engine.close()
+    row, engine = anchor_case(anchor_file, (SIZE, SIZE), 1, 1)
+    assert row['model'] == 'yolo_like.onnx' and 'no decoding/NMS' in row['note']
+    engine.close()
+    ov = pytest.importorskip('openvino')
+    folder = tmp_path / 'yolo_like_nms_openvino_model'
+    folder.mkdir()
+    ov.save_model(ov.convert_model(nms_file), str(folder / 'yolo_like_nms.xml'))
+    row, engine = anchor_case(str(folder), (SIZE, SIZE), 1, 1)
+    assert row['status'] == 'ok (latency only)', row['status']
+    assert row['model'] == 'yolo_like_nms_openvino_model+nms'
+    engine.close()

@@ -201,8 +201,7 @@ def anchor_case(path, shape, batch, threads, precision='fp32'):
     row = dict(config=path, model=name, format=None, precision=precision, status=LATENCY_ONLY,
                size_mb=None, bbox_ap=None, ap_delta=None, preprocess_ms=None,
                inference_ms=None, postprocess_ms=None, fps=None,
-               note='anchor: latency of the file as its exporter wrote it (Ultralytics: no NMS '
-                    'in the graph), no AP')
+               note='anchor: latency of the file as its exporter wrote it, no AP')
     try:
         if not osp.exists(path):
             raise ConfigError(f'--anchor-onnx {path!r} does not exist')
@@ -212,6 +211,13 @@ def anchor_case(path, shape, batch, threads, precision='fp32'):
             if not found:
                 raise ConfigError(f'{path!r} has no OpenVINO .xml file')
             xml = osp.join(path, found[0])
+        nms = graph_has_nms(xml)
+        if nms is not None:
+            # two exports of one model (with and without NMS) stay two rows
+            row['model'] = name + ('+nms' if nms else '')
+            row['note'] = ('anchor: latency of the file as its exporter wrote it ('
+                           + ('NMS in the graph' if nms else 'no decoding/NMS in the graph')
+                           + '), no AP')
         if xml.endswith('.xml'):
             row['format'] = 'openvino'
             if module_version('openvino') is None:
@@ -235,6 +241,21 @@ def anchor_case(path, shape, batch, threads, precision='fp32'):
     except Exception as exc:  # noqa: BLE001
         row['status'] = f'failed: {error_line(exc, 200)}'
         return row, None
+
+
+def graph_has_nms(path):
+    """Whether an ONNX or OpenVINO ``.xml`` file holds a NonMaxSuppression op (Ultralytics
+    exports it with ``nms=True``); None when the file's library is not installed."""
+    try:
+        if str(path).lower().endswith('.xml'):
+            import openvino as ov
+            ops = ov.Core().read_model(path).get_ops()
+            return any(op.get_type_name().startswith('NonMaxSuppression') for op in ops)
+        import onnx
+        graph = onnx.load(path, load_external_data=False).graph
+        return any(node.op_type == 'NonMaxSuppression' for node in graph.node)
+    except ImportError:
+        return None
 
 
 def _ort_raw(path, threads):
