@@ -779,3 +779,38 @@ def test_openvino_runs_edgevit_detector_at_each_shape(tmp_path):
         assert d1.shape == d0.shape and d1.shape[0] == len(seeds)
         result = compare_detections(d0, l0, d1, l1)
         assert result['ok'], result['problem']
+
+
+@pytest.mark.slow
+def test_openvino_dynamic_shapes_and_nncf_take_edgevit_detector(tmp_path):
+    """The delegate grid of EdgeViT's global attention is ceil(H/r) by arithmetic in the graph:
+    read from the strided slice's shape, OpenVINO's dynamic-shape inference took H (a Reshape
+    failed at run time), and NNCF's calibration -- which runs the dynamic model -- with it.
+    Here the file compiles with dynamic shapes, equals ONNX Runtime at two sizes, and quantizes."""
+    ov = pytest.importorskip('openvino', reason='OpenVINO not installed (pip install mmext[openvino])')
+    from mmext.deploy.detector_export import compare_detections, export_detector_model
+    from mmext.deploy.detector_runtime import DetectorSession, preprocess
+    cfg, detector = build_tiny('configs/rtmdet/edgevit_xxs_rtmdet_tiny_4xb32-100e_coco.py')
+    out = str(tmp_path / 'edgevit.onnx')
+    export_detector_model(detector, cfg, out, [str(i) for i in range(80)])
+    ref = DetectorSession(out)
+    compiled = ov.Core().compile_model(out, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32',
+                                                    'INFERENCE_NUM_THREADS': 1})
+    batches = []
+    for size, seeds in (((160, 160), (1, )), ((128, 192), (2, 3))):
+        x = np.concatenate([preprocess(sample_image(*size, seed=s), ref.meta)[0] for s in seeds])
+        d0, l0 = ref.run(x)
+        result = compiled({0: x})
+        d1, l1 = result[compiled.outputs[0]], result[compiled.outputs[1]]
+        assert d1.shape == d0.shape, (d1.shape, d0.shape)
+        check = compare_detections(d0, l0, d1, l1)
+        assert check['ok'], check['problem']
+        batches.append(x[:1])
+    try:
+        import nncf  # noqa: F401
+    except Exception:  # noqa: BLE001  (NNCF 3.4 does not import beside torch 2.1)
+        return
+    from mmext.deploy.detector_openvino import quantize_openvino
+    quantize_openvino(out, str(tmp_path / 'edgevit.int8.xml'), batches[:1])
+    d2, _ = DetectorSession(str(tmp_path / 'edgevit.int8.xml'), backend='openvino').run(batches[0])
+    assert d2.shape[0] == 1 and np.isfinite(d2).all()

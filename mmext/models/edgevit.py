@@ -251,7 +251,10 @@ class GlobalSparseAttention(DerivedCache):
         n, _, c = x.shape
         h, w = hw_shape
         grid = x.reshape(n, h, w, c)[:, ::r, ::r]
-        gh, gw = grid.shape[1:3]
+        # ceil(H/r) by arithmetic, not grid.shape: in an exported graph the shape of a strided
+        # slice is where OpenVINO's dynamic-shape inference went wrong (it read H: a Reshape
+        # failed at run time, and NNCF's calibration with it)
+        gh, gw = (h - 1) // r + 1, (w - 1) // r + 1
         return grid.reshape(n, gh * gw, c), (gh, gw)
 
     def forward(self, x, hw_shape, pre_norm=None, residual=None):
