@@ -243,10 +243,11 @@ def test_markdown_and_meta(table):
     assert md.startswith('# Detector formats benchmark')
     assert '| model | format | precision | status | size (MB) | bbox AP | AP change |' in md
     timed = sum(r['status'] == 'ok' for r in _rows(table).values())
-    assert md.count('| tiny_rtmdet |') == len(FORMATS) + timed  # the table and the time split
+    # the table, the time split and the bounds
+    assert md.count('| tiny_rtmdet |') == len(FORMATS) + 2 * timed
     meta = table['meta']
     for key in ('cpu', 'cpu_flags', 'load_avg', 'date', 'torch', 'onnxruntime', 'command',
-                'threads', 'shape'):
+                'threads', 'shape', 'peaks'):
         assert meta[key], key
     assert 'openvino' in meta and 'nncf' in meta
     assert meta['shape'] == f'{SIZE}x{SIZE}' and meta['images'] == 3
@@ -555,3 +556,40 @@ def test_anchor_rows_say_whether_the_graph_holds_nms(anchor_file, tmp_path):
     assert row['status'] == 'ok (latency only)', row['status']
     assert row['model'] == 'yolo_like_nms_openvino_model+nms'
     engine.close()
+
+
+def test_floor_is_twice_the_macs_over_the_precisions_peak():
+    """floor ms = 2 x GMACs / peak GOP/s (ms per image) of the row's precision; of peak =
+    floor / inference; rows of a model not counted (anchors) get None."""
+    from mmext.benchmark.formats_bound import fill_bounds, floor_ms
+    assert floor_ms(5.0, 200.0) == 50.0 and floor_ms(None, 200.0) is None
+    assert floor_ms(5.0, None) is None
+    peaks = dict(fp32=100.0, bf16=250.0, int8=400.0)
+    rows = [dict(config='a.py', precision='fp32', inference_ms=200.0),
+            dict(config='a.py', precision='bf16', inference_ms=50.0),
+            dict(config='a.py', precision='int8', inference_ms=None),
+            dict(config='yolo.xml', precision='bf16', inference_ms=40.0)]
+    fill_bounds(rows, {'a.py': 8.0}, peaks)
+    assert [r['floor_ms'] for r in rows] == [160.0, 64.0, 40.0, None]
+    assert [r['of_peak'] for r in rows] == [0.8, 1.28, None, None]
+    assert rows[0]['gmacs'] == 8.0 and rows[3]['gmacs'] is None
+
+
+@pytest.mark.slow
+def test_rows_carry_the_models_macs_and_this_runs_peaks(table, tiny):
+    """The run counts the model's multiply-adds at its shape (the same count as
+    tools/get_flops.py --part model) and measures the peaks it divides by, in its meta."""
+    from mmext.analysis.flops import config_complexity
+    gmacs = config_complexity(tiny['cfg'], input_size=(SIZE, SIZE), part='model')['gmacs']
+    peaks = table['meta']['peaks']
+    assert peaks['fp32'] > 0
+    timed = [r for r in table['rows'] if r['status'] == 'ok']
+    assert timed
+    for row in timed:
+        assert row['gmacs'] == gmacs, (row['format'], row['precision'])
+        peak = peaks[row['precision']]
+        assert row['floor_ms'] == pytest.approx(2 * gmacs / peak * 1e3, abs=0.01)
+        assert row['of_peak'] == pytest.approx(row['floor_ms'] / row['inference_ms'], abs=1e-3)
+    anchor = [r for r in table['rows'] if r['status'] == 'ok (latency only)']
+    assert anchor and all(r['gmacs'] is None and r['of_peak'] is None for r in anchor)
+    assert "## How close to this CPU's limit" in table['markdown']

@@ -99,6 +99,9 @@ def main(argv=None):
                         'checkpoints (make accuracy)')
     parser.add_argument('--no-profile', action='store_true',
                         help='skip the backbone / neck / head / decode+NMS split of each format')
+    parser.add_argument('--no-bounds', action='store_true',
+                        help='skip the GMACs count and the GEMM peaks (the floor ms and the '
+                        '"of peak" fraction of each format)')
     parser.add_argument('--seed', type=int, default=0, help='random weights seed (default 0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config values of CONFIG, as in tools/train.py')
@@ -125,7 +128,7 @@ def main(argv=None):
         anchor_checkpoints=anchor_ckpts, anchor_onnx=args.anchor_onnx,
         max_images=args.max_images, calib_images=args.calib_images, work_dir=args.work_dir,
         seed=args.seed, cfg_options=args.cfg_options, command=command, nms_pre=args.nms_pre,
-        profile=not args.no_profile,
+        profile=not args.no_profile, bounds=not args.no_bounds,
         progress=lambda msg: print(msg, flush=True))
     print(to_markdown(result['rows'], result['meta']))
     print(f'wrote {result["json"]} and {result["markdown"]}')

@@ -76,7 +76,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                       anchor_configs=(RTMDET_TINY,), anchor_checkpoints=(), anchor_onnx=(),
                       max_images=None, calib_images=16, work_dir=None, seed=0,
                       cfg_options=None, command=None, nms_pre=None, profile=True,
-                      progress=print):
+                      bounds=True, progress=print):
     """Benchmark ``config`` (+ ``checkpoint``; ``None``: random weights) in each of ``formats``
     beside the anchors; see :mod:`mmext.benchmark.formats` for what is measured.
 
@@ -97,6 +97,9 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
             :func:`mmext.deploy.detector_export.deploy_nms_pre`).
         profile (bool): split each format's time into backbone / neck / head / decode + NMS
             (:mod:`mmext.benchmark.formats_profile`) after the timing.
+        bounds (bool): count each model's GMACs at ``shape`` and measure this CPU's fp32 /
+            bf16 / int8 matrix-product peaks (``threads``) before the timing; rows get
+            ``gmacs``, ``floor_ms`` and ``of_peak`` (:mod:`mmext.benchmark.formats_bound`).
 
     Returns:
         dict: ``rows``, ``meta``, ``order`` (the timed cases, in the order their turns came),
@@ -107,8 +110,10 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                                          check_settings, cpu_flags, failed_cases, load_avg,
                                          model_cases, resolve_formats, run_cases,
                                          write_results)
+    from mmext.benchmark.formats_bound import fill_bounds, model_gmacs
     from mmext.benchmark.formats_data import (demo_eval_set, find_coco, label_map,
                                               load_eval_set, read_images)
+    from mmext.benchmark.peaks import measure_peaks
     from mmext.benchmark.report import output_paths
     from mmext.deploy.runners import module_version, threads_context
 
@@ -141,7 +146,7 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
         models = [(config, checkpoint)] + [
             (c, anchor_checkpoints[i] if i < len(anchor_checkpoints) else None)
             for i, c in enumerate(anchor_configs)]
-        cases, metas, mapping, notes = [], [], {}, {}
+        cases, metas, mapping, notes, gmacs, peaks = [], [], {}, {}, {}, None
         with threads_context(threads):
             for spec, ckpt in models:
                 progress(f'exporting {spec} at {shape[0]}x{shape[1]}')
@@ -161,6 +166,11 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 mapping[str(spec)], note = label_map(meta['classes'], eval_set['classes'])
                 if note:
                     notes[str(spec)] = note
+                if bounds:
+                    gmacs[str(spec)], why = model_gmacs(
+                        spec, shape, cfg_options if spec == config else None)
+                    if why:
+                        notes[f'{spec} GMACs'] = why
                 calib = calibration_batches(images, meta, calib_images)
                 new = model_cases(spec, model_name(spec), wrapper, path, formats, threads,
                                   calib, work_dir, progress)
@@ -170,9 +180,14 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
                 new = anchor_cases(path, shape, batch, threads)
                 cases += new
                 metas += [None] * len(new)
+        if bounds:
+            progress(f'measuring this CPU\'s matrix-product peaks ({threads} thread(s))')
+            peaks = measure_peaks(threads=threads)
         load_start = load_avg()
         rows, order = run_cases(cases, metas, eval_set, mapping, images, shape, batch, rounds,
                                 warmup, iters, threads, progress, profile=profile)
+        if bounds:
+            fill_bounds(rows, gmacs, peaks)
         check_rows(rows)
     finally:
         if own_dir:
@@ -189,7 +204,8 @@ def benchmark_formats(config, checkpoint=None, out=None, data=None, shape=(640, 
         openvino=module_version('openvino'), nncf=module_version('nncf'),
         mmdet=module_version('mmdet'), python=env['python'], malloc=env.get('malloc'),
         seed=seed, nms_pre=nms_pre, checkpoint=None if checkpoint is None else str(checkpoint),
-        timing_order=order, work_dir=None if own_dir else work_dir)
+        timing_order=order, work_dir=None if own_dir else work_dir,
+        peaks=None if peaks is None else {k: peaks.get(k) for k in ('fp32', 'bf16', 'int8')})
     result = dict(rows=rows, meta=meta, order=order)
     if out is not None:
         result['json'], result['markdown'] = write_results(rows, meta, out)

@@ -291,7 +291,7 @@ SPLIT_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precis
                  ('inference_ms', 'timed inference')]
 META_KEYS = ('command', 'date', 'cpu', 'cpu_flags', 'load_avg', 'threads', 'shape', 'batch',
              'rounds', 'warmup', 'iters', 'data', 'images', 'ap_note', 'calib_images', 'torch',
-             'onnxruntime', 'openvino', 'nncf', 'mmdet')
+             'onnxruntime', 'openvino', 'nncf', 'mmdet', 'peaks')
 
 
 def load_avg():
@@ -336,6 +336,17 @@ def to_markdown(rows, meta=None):
                   'decode + NMS. Profilers add a little per node: compare the profiled total '
                   'with the timed inference.', '']
         lines += markdown_table(split, SPLIT_COLUMNS)
+    bound = [r for r in rows if r.get('of_peak') is not None]
+    if bound:
+        from mmext.benchmark.formats_bound import BOUND_COLUMNS
+        peaks = (meta or {}).get('peaks') or {}
+        lines += ['', '## How close to this CPU\'s limit', '',
+                  'floor ms = 2 x the model\'s multiply-adds (backbone, neck, head at this '
+                  'shape) / the matrix-product peak of the row\'s precision measured in this '
+                  'run (' + ', '.join(f'{k} {v} GOP/s' for k, v in peaks.items() if v) + '); '
+                  'of peak = floor / inference: no runtime can go below the floor at that '
+                  'precision.', '']
+        lines += markdown_table(bound, BOUND_COLUMNS)
     return '\n'.join(lines) + '\n'
 
 
