@@ -24,8 +24,9 @@ Examples:
 
 Ultralytics YOLO11n anchor (a separate venv: the index's torchvision wheels do not import beside
 mmext's CPU torch; random weights built from the model yaml, exported by Ultralytics' own
-exporter at 640, fp32, static 1x3x640x640, no NMS in the graph; onnxslim is what its exporter
-simplifies with):
+exporter at 640, fp32, static 1x3x640x640; onnxslim is what its exporter simplifies with). By
+default its graph ends before box decoding and NMS; nms=True puts them in, as mmext's exports
+have them (that row is named <file>+nms):
 
     python3.11 -m venv .venv-ultralytics
     .venv-ultralytics/bin/pip install torch==2.1.2 torchvision==0.16.2 ultralytics onnx \
@@ -33,8 +34,11 @@ simplifies with):
     .venv-ultralytics/bin/python -c "from ultralytics import YOLO; \
         YOLO('yolo11n.yaml').export(format='onnx', imgsz=640); \
         YOLO('yolo11n.yaml').export(format='openvino', imgsz=640)"
+    mkdir nms && cd nms && ../.venv-ultralytics/bin/python -c "from ultralytics import YOLO; \
+        YOLO('yolo11n.yaml').export(format='openvino', imgsz=640, nms=True, conf=0.05, \
+        iou=0.6, max_det=300)" && cd ..
     python tools/benchmark_formats.py CONFIG none --anchor-onnx yolo11n.onnx \
-        yolo11n_openvino_model --out ...
+        yolo11n_openvino_model nms/yolo11n_openvino_model --out ...
 
 (tested with ultralytics 8.4.190, torch 2.1.2, openvino 2026.4.1, onnxslim 0.1.98).
 """

@@ -1,39 +1,24 @@
 """How close each format of the formats benchmark runs to this CPU's limit.
 
-A detector's multiply-adds at the run's input size (:func:`mmext.analysis.flops.config_complexity`,
-``part='model'``: backbone, neck and head; priors, decoding and NMS count none) over the matrix
-product peak of the row's precision, measured in the same run with the same threads
+A detector's multiply-adds at the run's input size (counted by the caller,
+:func:`mmext.apis.benchmark_formats.model_gmacs`: backbone, neck and head; priors, decoding and
+NMS count none) over the matrix product peak of the row's precision, measured in the same run with the same threads
 (:func:`mmext.benchmark.peaks.measure_peaks`: fp32 and bf16 GEMMs in PyTorch, int8 in ONNX
-Runtime), give the fastest any runtime could be: ``floor_ms = 2 * MACs / peak`` per image.
+Runtime), give the time at that measured GEMM speed: ``floor_ms = 2 * MACs / peak`` per image (a
+runtime's own kernels may beat the PyTorch/ONNX Runtime GEMM a few per cent, so ``of_peak``
+slightly above 1 is possible; the floor is a yardstick, not a proof).
 ``of_peak = floor_ms / inference_ms`` is the fraction of that limit the format reaches (int8 rows
 keep the heads' output convs and the decoding float, so their floor is a little optimistic).
 
-A time target below a model's floor at a precision cannot be met at that precision by any
-runtime work on this machine; only fewer multiply-adds (another model) or a cheaper precision
-can.
+A time target well below a model's floor at a precision is out of reach of runtime work at that
+precision on this machine; fewer multiply-adds (another model) or a cheaper precision are
+needed.
 """
-from mmext.utils import error_line
-
 #: row precision -> the peak it is bounded by
 PEAK_OF = {'fp32': 'fp32', 'bf16': 'bf16', 'int8': 'int8'}
 BOUND_COLUMNS = [('model', 'model'), ('format', 'format'), ('precision', 'precision'),
                  ('gmacs', 'GMACs'), ('floor_ms', 'floor ms'), ('inference_ms', 'inference ms'),
                  ('of_peak', 'of peak')]
-
-
-def model_gmacs(config, shape, cfg_options=None):
-    """``(GMACs, None)`` of ``config``'s whole detector at ``shape`` (H, W), or
-    ``(None, reason)`` when it cannot be counted."""
-    from mmext.analysis.flops import config_complexity
-    from mmext.apis.export_detector import _resolve_config
-    try:
-        result = config_complexity(_resolve_config(config), input_size=tuple(shape),
-                                   part='model', cfg_options=cfg_options)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # noqa: BLE001  (a count that fails leaves the bound empty)
-        return None, f'not counted: {error_line(exc, 160)}'
-    return result['gmacs'], None
 
 
 def floor_ms(gmacs, peak_gops):
