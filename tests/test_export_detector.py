@@ -722,11 +722,27 @@ def test_openvino_int8_ir_keeps_metadata_float_part_and_boxes(exports, tmp_path)
     quantized = quantized_ops(xml)
     assert not set(quantized) & (set(last) | set(down))
     assert sum(t in ('Convolution', 'GroupConvolution') for t in quantized.values()) > 20
+    # SHViT's single-head attention -> NNCF's transformer mode; mmdet's CSPNeXt (convolutions
+    # only) has no attention product -> its default mode
+    from mmext.deploy.detector_openvino import attention_products
+    attention = attention_products(ov.Core().read_model(out))
+    assert info['model_type'] == 'transformer' and info['attention_products'] == len(attention) > 0
+    assert attention_products(ov.Core().read_model(exports('rtmdet_mmdet')['out'])) == []
     ref = DetectorSession(out).predict([sample_image(160, 160, seed=1)])[0]
     session = DetectorSession(xml, backend='openvino', precision='int8')
     assert session.quantized
     got = session.predict([sample_image(160, 160, seed=1)])[0]
     assert len(got['bboxes']) > 0.5 * len(ref['bboxes'])
+    # the float rest runs bf16 where the CPU has it, but decoding stays f32: boxes in bf16 would
+    # sit on its grid (steps of 0.5 between 64 and 128 px), f32 boxes almost never do
+    from mmext.deploy.detector_runtime import openvino_config, openvino_native_bf16
+    hint = openvino_config('int8')['INFERENCE_PRECISION_HINT']
+    assert hint == ('bf16' if openvino_native_bf16() else 'f32')
+    dets, _ = session.run(np.concatenate(batches[:1]))
+    coords = dets[..., :4][(dets[..., :4] > 64) & (dets[..., :4] < 128)]
+    assert coords.size > 20
+    on_grid = np.mean(coords * 2 == np.round(coords * 2))
+    assert on_grid < 0.5, f'{on_grid:.0%} of the box coordinates on the bf16 grid'
     with pytest.raises(ConfigError, match="backend='openvino'"):
         DetectorSession(xml)
     with pytest.raises(ConfigError, match='must end in .xml'):
@@ -810,7 +826,18 @@ def test_openvino_dynamic_shapes_and_nncf_take_edgevit_detector(tmp_path):
         import nncf  # noqa: F401
     except Exception:  # noqa: BLE001  (NNCF 3.4 does not import beside torch 2.1)
         return
-    from mmext.deploy.detector_openvino import quantize_openvino
-    quantize_openvino(out, str(tmp_path / 'edgevit.int8.xml'), batches[:1])
-    d2, _ = DetectorSession(str(tmp_path / 'edgevit.int8.xml'), backend='openvino').run(batches[0])
+    from mmext.deploy.detector_openvino import (attention_products, quantize_openvino,
+                                                quantized_ops)
+    xml = str(tmp_path / 'edgevit.int8.xml')
+    info = quantize_openvino(out, xml, batches[:1])
+    d2, _ = DetectorSession(xml, backend='openvino').run(batches[0])
     assert d2.shape[0] == 1 and np.isfinite(d2).all()
+    # the global attention's products (q k^T, attn v: a MatMul of two activations; the linear
+    # layers' MatMuls have constant weights) -> NNCF's transformer mode, which makes them int8
+    for model in (ov.Core().read_model(out), ov.convert_model(out)):  # SDPA fused in the second
+        attention = attention_products(model)
+        assert attention and all('/global_attn/attn/' in name for name in attention), attention
+    assert info['model_type'] == 'transformer' and 'transformer mode' in info['note']
+    assert info['attention_products'] == len(attention)
+    int8_types = quantized_ops(xml)
+    assert sum(name in int8_types for name in attention) >= 2, attention
