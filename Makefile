@@ -1,7 +1,8 @@
 # mmext: install, demo, test.  `make demo` and `make test` install first.
 #   make test                 torch 2.13.0 in .venv
-#   make accuracy             a demo-trained RTMDet + SHViT-S1 exported in every format keeps
-#                             its AP (fails outside 0.002 fp32 / 0.01 bf16 / 0.02 int8)
+#   make accuracy             demo-trained RTMDet-tiny + SHViT-S1 and + EfficientFormerV2-S0
+#                             exported in every format keep their AP (fails outside 0.002 fp32 /
+#                             0.01 bf16 / 0.02 int8); ACC_CONFIGS=... picks configs/rtmdet/ files
 #   make test TORCH=2.1.2     torch 2.1.2 (the mmdet 3.3 users' stack) in .venv-torch2.1.2
 # WHEELHOUSE: a folder with a prebuilt mmcv 2.1.0 wheel for torch 2.13.0; its subfolder
 # torch-<TORCH>/ holds the one for another torch (mmcv's C++ ops are built against one torch).
@@ -43,15 +44,21 @@ test: install
 test-quick: install
 	$(PY) -m pytest -q -m 'not slow' tests
 
-# issue #20's accuracy check: train RTMDet + SHViT-S1 on the generated data (~150 s on 2 cores),
-# then every format (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on its validation set
+# issue #20's accuracy check, per config: train RTMDet-tiny + the backbone on the generated data
+# (150-300 s on 2 cores), then every format (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on
+# its validation set. SHViT-S1: convolutions and single-head attention; EfficientFormerV2-S0:
+# multi-head attention with talking heads (NNCF's transformer mode makes its products int8)
 ACC_DIR     := work_dirs/accuracy
-ACC_CONFIG  := shvit_s1_rtmdet_tiny_4xb32-100e_coco.py
+ACC_CONFIGS := shvit_s1_rtmdet_tiny_4xb32-100e_coco.py efficientformerv2_s0_rtmdet_tiny_4xb32-100e_coco.py
 accuracy: install
-	$(PY) tools/demo.py --config configs/rtmdet/$(ACC_CONFIG) --work-dir $(ACC_DIR)/train
-	$(PY) tools/benchmark_formats.py $(ACC_DIR)/train/$(ACC_CONFIG) \
-	  "$$(cat $(ACC_DIR)/train/last_checkpoint)" --data data/demo/coco --shape 128 \
-	  --anchor-configs --check-ap --work-dir $(ACC_DIR)/files --out $(ACC_DIR)/detector_formats.json
+	@set -e; for cfg in $(ACC_CONFIGS); do \
+	  dir=$(ACC_DIR)/$${cfg%%_rtmdet*}; \
+	  echo "==> accuracy: $$cfg in $$dir"; \
+	  $(PY) tools/demo.py --config configs/rtmdet/$$cfg --work-dir $$dir/train; \
+	  $(PY) tools/benchmark_formats.py $$dir/train/$$cfg "$$(cat $$dir/train/last_checkpoint)" \
+	    --data data/demo/coco --shape 128 --anchor-configs --check-ap --work-dir $$dir/files \
+	    --out $$dir/detector_formats.json; \
+	done
 
 clean:
 	rm -rf $(VENV) work_dirs data/demo

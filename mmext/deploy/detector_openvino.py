@@ -15,10 +15,10 @@ OpenVINO graph itself (:func:`float_part`), so names that conversion changed can
 
 A graph with attention (a ``MatMul`` of two activations: EfficientFormerV2, EdgeViT; see
 :func:`attention_products`) is quantized in NNCF's transformer mode, which also makes those
-products and the softmax's output int8: EfficientFormerV2-S0 RTMDet-tiny 102 -> 91 ms,
-EdgeViT-XXS RTMDet-tiny 109 -> 102 ms at 640 x 640 (1 thread, AMD EPYC Zen 4). Convolution-only
-graphs keep NNCF's default mode (the transformer one was 0-3% slower on SHViT-S1 and mmdet's
-RTMDet-tiny).
+products int8: EfficientFormerV2-S0 RTMDet-tiny 103.7 -> 93.4 ms, EdgeViT-XXS RTMDet-tiny
+110.0 -> 102.4 ms at 640 x 640 (1 thread, AMD EPYC Zen 4, interleaved; SHViT-S1's, whose attention
+is small, 38.9 -> 39.3). Convolution-only graphs keep NNCF's default mode (the transformer one was
+3% slower on mmdet's RTMDet-tiny).
 """
 import json
 import logging
