@@ -1,8 +1,9 @@
 # mmext: install, demo, test.  `make demo` and `make test` install first.
 #   make test                 torch 2.13.0 in .venv
-#   make accuracy             demo-trained RTMDet-tiny + SHViT-S1 and + EfficientFormerV2-S0
-#                             exported in every format keep their AP (fails outside 0.002 fp32 /
-#                             0.01 bf16 / 0.02 int8); ACC_CONFIGS=... picks configs/rtmdet/ files
+#   make accuracy             demo-trained RTMDet-tiny + SHViT-S1, + EfficientFormerV2-S0 and
+#                             + EdgeViT-XXS exported in every format keep their AP (fails outside
+#                             0.002 fp32 / 0.01 bf16 / 0.02 int8); ACC_CONFIGS=... picks
+#                             configs/rtmdet/ files
 #   make test TORCH=2.1.2     torch 2.1.2 (the mmdet 3.3 users' stack) in .venv-torch2.1.2
 # WHEELHOUSE: a folder with a prebuilt mmcv 2.1.0 wheel for torch 2.13.0; its subfolder
 # torch-<TORCH>/ holds the one for another torch (mmcv's C++ ops are built against one torch).
@@ -45,11 +46,15 @@ test-quick: install
 	$(PY) -m pytest -q -m 'not slow' tests
 
 # issue #20's accuracy check, per config: train RTMDet-tiny + the backbone on the generated data
-# (150-300 s on 2 cores), then every format (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on
-# its validation set. SHViT-S1: convolutions and single-head attention; EfficientFormerV2-S0:
-# multi-head attention with talking heads (NNCF's transformer mode makes its products int8)
+# (100-300 s on 2 cores), then every format (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on
+# its validation set (about 8 minutes for the three). SHViT-S1: convolutions and single-head
+# attention; EfficientFormerV2-S0: multi-head attention with talking heads (MatMuls);
+# EdgeViT-XXS: sparse global attention (OpenVINO's ScaledDotProductAttention). NNCF's transformer
+# mode makes their attention int8.
 ACC_DIR     := work_dirs/accuracy
-ACC_CONFIGS := shvit_s1_rtmdet_tiny_4xb32-100e_coco.py efficientformerv2_s0_rtmdet_tiny_4xb32-100e_coco.py
+ACC_CONFIGS := shvit_s1_rtmdet_tiny_4xb32-100e_coco.py \
+               efficientformerv2_s0_rtmdet_tiny_4xb32-100e_coco.py \
+               edgevit_xxs_rtmdet_tiny_4xb32-100e_coco.py
 accuracy: install
 	@set -e; for cfg in $(ACC_CONFIGS); do \
 	  dir=$(ACC_DIR)/$${cfg%%_rtmdet*}; \

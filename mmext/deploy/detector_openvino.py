@@ -13,12 +13,13 @@ As for ONNX Runtime (:mod:`mmext.deploy.detector_quantize`) the heads' output co
 everything after them (priors, decoding, top-k, score filter, NMS) stay float: here found on the
 OpenVINO graph itself (:func:`float_part`), so names that conversion changed cannot leak.
 
-A graph with attention (a ``MatMul`` of two activations: EfficientFormerV2, EdgeViT; see
-:func:`attention_products`) is quantized in NNCF's transformer mode, which also makes those
-products int8: EfficientFormerV2-S0 RTMDet-tiny 103.7 -> 93.4 ms, EdgeViT-XXS RTMDet-tiny
-110.0 -> 102.4 ms at 640 x 640 (1 thread, AMD EPYC Zen 4, interleaved; SHViT-S1's, whose attention
-is small, 38.9 -> 39.3). Convolution-only graphs keep NNCF's default mode (the transformer one was
-3% slower on mmdet's RTMDet-tiny).
+A graph with attention (``ScaledDotProductAttention`` or a ``MatMul`` of two activations:
+EfficientFormerV2, EdgeViT, SHViT; see :func:`attention_products`) is quantized in NNCF's
+transformer mode, which also makes the attention's products int8: EfficientFormerV2-S0
+RTMDet-tiny 103.7 -> 93.4 ms, EdgeViT-XXS RTMDet-tiny 110.0 -> 102.4 ms at 640 x 640 (1 thread,
+AMD EPYC Zen 4, interleaved; SHViT-S1's, whose attention is small, 38.9 -> 39.3).
+Convolution-only graphs keep NNCF's default mode (the transformer one was 3% slower on mmdet's
+RTMDet-tiny).
 """
 import json
 import logging
@@ -33,9 +34,9 @@ from mmext.errors import ConfigError, MmextError
 from mmext.utils import quiet
 
 NNCF_EXTRA = '`pip install mmext[openvino]` (or `pip install openvino nncf`)'
-#: OpenVINO op types that carry the multiply-adds (what int8 is for)
 #: NNCF modes :func:`quantize_openvino` takes (``'auto'``: by :func:`attention_products`)
 MODEL_TYPES = ('auto', 'cnn', 'transformer')
+#: OpenVINO op types that carry the multiply-adds (what int8 is for)
 PRODUCTS = ('Convolution', 'GroupConvolution', 'ConvolutionBackpropData', 'MatMul')
 
 
@@ -175,9 +176,14 @@ def quantize_openvino(fp32_path, int8_xml, batches, exclude_float_part=True, mod
     return dict(tool=f'nncf {getattr(nncf, "__version__", "?")} quantize (OpenVINO backend)',
                 model_type=model_type, attention_products=len(attention),
                 calib_batches=len(batches), float_last=last, float_nodes=len(names),
-                note=f'NNCF {model_type} mode' + (
-                    f' (the graph has {len(attention)} attention products)' if model_type == 'transformer'
-                    else '') + '; ' + (
-                    f'float: the heads\' {len(last)} output convs and the {len(downstream)} ops '
-                    'after them (priors, box decoding, score filter, NMS)'
-                    if exclude_float_part else 'nothing kept float'))
+                note=_note(model_type, len(attention), len(last), len(downstream),
+                           exclude_float_part))
+
+
+def _note(model_type, attention, last, downstream, float_part_kept):
+    mode = f'NNCF {model_type} mode'
+    if model_type == 'transformer':
+        mode += f' (the graph has {attention} attention products)'
+    kept = (f"float: the heads' {last} output convs and the {downstream} ops after them (priors, "
+            'box decoding, score filter, NMS)') if float_part_kept else 'nothing kept float'
+    return f'{mode}; {kept}'
