@@ -3,7 +3,9 @@ family of the manifest (its smallest arch: RetinaNet and Semantic FPN; Mask R-CN
 fed by the real data pipeline on the generated data: every backbone and neck parameter gets a
 gradient (as DistributedDataParallel needs). The recipes' values: each family's test file and
 tests/test_configs.py."""
+import glob
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -22,13 +24,24 @@ for _f in FAMILIES.values():
     _name = _f.model_name(_f.smallest)
     CASES += [(f'retinanet/{_name}_fpn_1x_coco.py', 'mmdet', 'retinanet'),
               (f'semfpn/{_name}_fpn_40k_ade20k.py', 'mmseg', 'semfpn')]
+    # the real-time detectors take 3 of the backbone's stages (SHViT: 2 + a stride-8 map)
+    for _rel in sorted(glob.glob(config_path(f'rtmdet/{_name}_rtmdet_*.py'))
+                       + glob.glob(config_path(f'yolox/{_name}_yolox_*.py'))):
+        CASES.append((osp.relpath(_rel, config_path('.')), 'mmdet', 'single_stage'))
 
 
-@pytest.mark.parametrize('rel, codebase, kind', CASES, ids=[c[0].split('_fpn')[0] for c in CASES])
+def _case_id(case):
+    return case[0].split('_fpn')[0].split('_4xb')[0].split('_8xb')[0]
+
+
+@pytest.mark.parametrize('rel, codebase, kind', CASES, ids=[_case_id(c) for c in CASES])
 def test_loss_and_backward(rel, codebase, kind, coco_demo, ade_demo):
     torch.manual_seed(0)
     cfg = Config.fromfile(config_path(rel))
     if codebase == 'mmdet':
+        if kind == 'single_stage':  # YOLOX wraps its training set in MultiImageMixDataset
+            cfg.train_dataloader.dataset = dict(type='CocoDataset')  # and resizes batches by
+            cfg.model.data_preprocessor.pop('batch_augments', None)  # the runner's iteration
         cfg.merge_from_dict(det_overrides(coco_demo, kind=kind, width=None))
         from mmdet.registry import DATASETS, MODELS
     else:
@@ -57,7 +70,7 @@ def test_loss_and_backward(rel, codebase, kind, coco_demo, ade_demo):
         assert all(torch.isfinite(g).all() for g in grads)
     if kind == 'mask_rcnn':
         assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(log_vars)
-    elif kind == 'retinanet':
+    elif kind in ('retinanet', 'single_stage'):
         assert {'loss_cls', 'loss_bbox'} <= set(log_vars)
     else:
         assert 'decode.loss_ce' in log_vars

@@ -58,7 +58,10 @@ class BaseBackbone(BaseModule):
             key of ``arch_keys`` and any of ``arch_defaults`` (nothing else).
         num_stages (int): number of output levels of the family.
         out_indices (int | Sequence[int]): which stages' outputs to return (negative values count
-            from the end). Outputs are returned in increasing index order.
+            from the end). Outputs are returned in increasing index order. Stages after the last
+            one are built (ImageNet checkpoints hold them, so loading stays exact) but never run,
+            and their parameters take no gradient: DistributedDataParallel needs no
+            ``find_unused_parameters`` (SHViT's RTMDet/YOLOX configs take stages 0-1 of 3).
         frozen_stages (int): ``-1`` freezes nothing; ``i >= 0`` freezes the stem and stages
             ``0..i`` (no gradients, eval mode).
         norm_eval (bool): keep every BatchNorm (SyncBatchNorm included) in eval mode while training.
@@ -246,6 +249,9 @@ class BaseBackbone(BaseModule):
 
     # ----------------------------------------------------------------- training behaviour
     def _freeze_stages(self):
+        for stage in self.stages[self.out_indices[-1] + 1:]:  # never run: no gradient
+            for param in stage.parameters():
+                param.requires_grad = False
         if self.frozen_stages < 0:
             return
         for module in [self.stem, *self.stages[:self.frozen_stages + 1]]:
