@@ -5,6 +5,8 @@
 * :func:`build_backbone`, :func:`export_backbone` -- an mmext backbone by family and arch, fused,
   and its ONNX export (verified with ONNX Runtime);
 * :func:`export_detector` -- a whole single-stage detector (decoding and NMS included) to ONNX;
+* :func:`quantize_detector` -- that file to int8 for ONNX Runtime (``.onnx``) or OpenVINO
+  (``.xml``), calibrated on images;
 * :func:`run_benchmark`, :func:`measure_latency` -- backbone speed;
 * :func:`get_flops`, :func:`summarize` -- complexity and result summaries;
 * :func:`predict` -- a detector (config + checkpoint, or an exported ``.onnx``) on images,
@@ -26,6 +28,7 @@ from mmext.apis.demo import run_demo
 from mmext.apis.evaluation import test
 from mmext.apis.export_detector import export_detector as _export_detector
 from mmext.apis.predict import predict as _predict
+from mmext.apis.quantize_detector import quantize_detector as _quantize_detector
 from mmext.apis.training import train
 from mmext.benchmark import measure_latency as _measure_latency
 from mmext.benchmark import run_benchmark as _run_benchmark
@@ -66,6 +69,9 @@ export_detector = checked(
     config='config', checkpoint='path', out='path', input_size='ints', normalize_in_graph='bool',
     dynamic='bool', opset='int', force='bool', cfg_options='dict')(_export_detector)
 
+quantize_detector = checked(onnx_path='path', out='path', images='paths', num='int',
+                            model_type='str', force='bool')(_quantize_detector)
+
 
 @checked(work_dirs='paths', benchmark='paths', out_dir='path', latency_protocol='str',
          latency_mode='str', include_paper='bool', latest_only='bool', make_plot='bool',
@@ -89,4 +95,5 @@ predict = checked(model='config', source='paths', checkpoint='path', out_dir='pa
                   verbose='bool')(_predict)
 
 __all__ = ['train', 'test', 'run_demo', 'build_backbone', 'export_backbone', 'run_benchmark',
-           'measure_latency', 'get_flops', 'summarize', 'predict', 'export_detector']
+           'measure_latency', 'get_flops', 'summarize', 'predict', 'export_detector',
+           'quantize_detector']

@@ -161,7 +161,7 @@ def _ort_session(path, threads):
                           f'{_HOW}.') from None
 
 
-def _calibration_batches(meta, num=8):
+def calibration_batches(meta, num=8):
     """Preprocessed generated demo images (mmext.demo) at the export's input size."""
     import tempfile
     import cv2
@@ -174,7 +174,7 @@ def _calibration_batches(meta, num=8):
         return [preprocess(cv2.imread(f, cv2.IMREAD_COLOR), meta)[0] for f in files]
 
 
-def _is_quantized(path):
+def is_quantized(path):
     """Whether the graph already holds int8 QuantizeLinear nodes (a quantized export), or an
     OpenVINO IR file FakeQuantize ops."""
     if path.lower().endswith('.xml'):
@@ -257,7 +257,7 @@ class DetectorSession:
         self.threads = int(threads or 1)
         self.meta = read_metadata(self.path)
         self._tmp = None
-        self.quantized = precision == 'int8' and _is_quantized(self.path)
+        self.quantized = precision == 'int8' and is_quantized(self.path)
         if backend == 'openvino' and precision == 'int8' and not self.quantized:
             raise ConfigError(f'int8 on OpenVINO runs an int8 (QuantizeLinear/DequantizeLinear) '
                               f'file and {self.path!r} is fp32: quantize it first, or use '
@@ -275,7 +275,7 @@ class DetectorSession:
             _ort_session(path, 1)  # a broken file is reported as such, not as a quantizer error
             self._tmp = tempfile.TemporaryDirectory(prefix='mmext_int8_')
             int8 = osp.join(self._tmp.name, 'detector.int8.onnx')
-            images = np.concatenate(_calibration_batches(self.meta))
+            images = np.concatenate(calibration_batches(self.meta))
             quantize_onnx(path, int8, images)
             path = int8
         self.run_path = path
