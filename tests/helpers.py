@@ -64,6 +64,20 @@ def load_tool(name):
     return module
 
 
+def cli_error(capsys, tool, argv):
+    """Run ``tools/<tool>.py argv`` as the command line does; return its one error line (exit
+    code 2, one ``error: ...`` line on stderr)."""
+    import pytest
+
+    from mmext.errors import run_cli
+    with pytest.raises(SystemExit) as exc:
+        run_cli(load_tool(tool).main, argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err, err
+    return err
+
+
 def _cubic_weights(t, a=-0.75):
     """Keys' cubic convolution weights of the 4 taps around a point at fraction ``t``."""
     def near(x):  # |x| <= 1

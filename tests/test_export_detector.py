@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.helpers import load_tool
+from tests.helpers import cli_error, load_tool
 
 SIZE = 160
 SHVIT_RTMDET = 'configs/rtmdet/shvit_s1_rtmdet_tiny_4xb32-100e_coco.py'
@@ -589,13 +589,7 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
 
 
 def user_error(capsys, argv):
-    from mmext.errors import run_cli
-    with pytest.raises(SystemExit) as exc:
-        run_cli(load_tool('export_detector').main, argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith('error: ') and '\n' not in err, err
-    return err
+    return cli_error(capsys, 'export_detector', argv)
 
 
 def test_cli_force_replaces_and_prints_one_summary(tmp_path, capsys):

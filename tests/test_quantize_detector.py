@@ -8,7 +8,7 @@ import os.path as osp
 
 import pytest
 
-from tests.helpers import load_tool
+from tests.helpers import cli_error, load_tool
 from tests.test_export_detector import SHVIT_RTMDET, build_tiny, sample_image
 
 pytest.importorskip('onnxruntime')
@@ -78,13 +78,7 @@ def test_openvino_int8_ir_with_its_bin(exported, tmp_path):
 
 
 def user_error(capsys, argv):
-    from mmext.errors import run_cli
-    with pytest.raises(SystemExit) as exc:
-        run_cli(load_tool('quantize_detector').main, argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith('error: ') and '\n' not in err, err
-    return err
+    return cli_error(capsys, 'quantize_detector', argv)
 
 
 def test_cli_writes_with_demo_images_and_refuses_in_one_line(exported, tmp_path, capsys):

@@ -9,21 +9,11 @@ import sys
 import pytest
 import torch
 
-from mmext.errors import run_cli
+from tests.helpers import cli_error as user_error
 from tests.helpers import load_tool
 from tests.test_summarize import bench_row
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def user_error(capsys, tool, argv):
-    """Run ``tools/<tool>.py argv`` as the command line does; return its one error line."""
-    with pytest.raises(SystemExit) as exc:
-        run_cli(load_tool(tool).main, argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith('error: ') and '\n' not in err, err
-    return err
 
 
 def snapshot(folder):

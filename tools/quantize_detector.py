@@ -31,7 +31,8 @@ def main(argv=None):
     parser.add_argument('--images', nargs='+', default=None, metavar='PATH',
                         help='calibration images: files, folders or glob patterns (default: '
                              'generated demo images, for latency only)')
-    parser.add_argument('--num', type=int, default=16, help='calibration images used (16)')
+    parser.add_argument('--num', type=int, default=None,
+                        help="calibration images used (default: quantize_detector's, 16)")
     parser.add_argument('--model-type', default='auto', choices=('auto', 'cnn', 'transformer'),
                         help="OpenVINO: NNCF's mode (auto: transformer where the graph has "
                              'attention)')
@@ -39,8 +40,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from mmext.apis import quantize_detector
-    info = quantize_detector(args.onnx, args.out, images=args.images, num=args.num,
-                             model_type=args.model_type, force=args.force)
+    num = {} if args.num is None else {'num': args.num}
+    info = quantize_detector(args.onnx, args.out, images=args.images, model_type=args.model_type,
+                             force=args.force, **num)
     print(f'wrote {" + ".join(info["files"])} ({info["size_mb"]:.2f} MB): {info["backend"]} '
           f'int8, calibrated on {info["calibration"]}; {info["note"]}')
     if args.images is None:

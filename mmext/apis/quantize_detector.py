@@ -7,13 +7,11 @@ real images hold accuracy). The heads' output convolutions, decoding and NMS sta
 Nothing is written until the file is complete (temporary name, then renamed); an existing output
 is refused unless ``force``.
 """
-import os
 import os.path as osp
 
+from mmext.deploy.quantize import DEFAULT_CALIB_IMAGES
 from mmext.errors import ConfigError
 
-#: calibration images used when ``num`` is not given (as tools/benchmark_formats.py)
-DEFAULT_CALIB_IMAGES = 16
 BACKEND_OF_SUFFIX = {'.onnx': 'onnxruntime', '.xml': 'openvino'}
 
 
@@ -60,7 +58,7 @@ def quantize_detector(onnx_path, out, images=None, num=DEFAULT_CALIB_IMAGES, mod
         dict: the quantizer's settings (``note``: what stayed float) plus ``path``, ``files``,
         ``backend``, ``calibration`` and ``size_mb``.
     """
-    from mmext.checkpoints.files import check_output_file, normal_mode
+    from mmext.checkpoints.files import check_output_file
     from mmext.deploy.detector_runtime import is_quantized, read_metadata
     backend = _backend(out)
     if not str(onnx_path).lower().endswith('.onnx'):
@@ -76,10 +74,8 @@ def quantize_detector(onnx_path, out, images=None, num=DEFAULT_CALIB_IMAGES, mod
     out = check_output_file(out, force, inputs=[onnx_path], what='int8 file')
     files = [out]
     if backend == 'openvino':
-        from mmext.deploy.detector_openvino import MODEL_TYPES, ir_files
-        if model_type not in MODEL_TYPES:
-            raise ConfigError(f'unknown NNCF model type {model_type!r}; choose from '
-                              f'{", ".join(MODEL_TYPES)}')
+        from mmext.deploy.detector_openvino import check_model_type, ir_files
+        check_model_type(model_type)
         files = ir_files(out)
         check_output_file(files[1], force, inputs=[onnx_path], what='int8 weights file')
     batches, source = _calibration(meta, images, num)
@@ -88,17 +84,6 @@ def quantize_detector(onnx_path, out, images=None, num=DEFAULT_CALIB_IMAGES, mod
         info = quantize_openvino(onnx_path, out, batches, model_type=model_type)
     else:
         from mmext.deploy.detector_quantize import quantize_ort
-        tmp = f'{osp.splitext(out)[0]}.tmp{os.getpid()}.onnx'
-        try:
-            info = quantize_ort(onnx_path, tmp, batches)
-            os.replace(tmp, out)
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
-    for path in files:  # the permissions of any file the user creates, not a temporary's
-        try:
-            os.chmod(path, normal_mode())
-        except OSError:
-            pass
+        info = quantize_ort(onnx_path, out, batches)
     return dict(info, path=out, files=files, backend=backend, calibration=source,
                 size_mb=sum(osp.getsize(f) for f in files) / 2**20)

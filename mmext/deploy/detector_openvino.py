@@ -124,6 +124,14 @@ def ir_files(xml):
     return [str(xml), osp.splitext(str(xml))[0] + '.bin']
 
 
+def check_model_type(model_type):
+    """``model_type`` if it is one of :data:`MODEL_TYPES`, else one :class:`ConfigError`."""
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f'unknown NNCF model type {model_type!r}; choose from '
+                          f'{", ".join(MODEL_TYPES)}')
+    return model_type
+
+
 def quantize_openvino(fp32_path, int8_xml, batches, exclude_float_part=True, model_type='auto'):
     """NNCF post-training int8 of the exported detector ``fp32_path`` (``.onnx``) into the
     OpenVINO IR ``int8_xml``, calibrated on ``batches`` (``N x 3 x H x W`` float32, as
@@ -132,9 +140,7 @@ def quantize_openvino(fp32_path, int8_xml, batches, exclude_float_part=True, mod
     ``'cnn'`` (its default) mode; ``'auto'``: transformer where the graph has
     :func:`attention_products`. Written to temporary names, renamed when complete.
     Returns the settings and what stayed float."""
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f'unknown NNCF model type {model_type!r}; choose from '
-                          f'{", ".join(MODEL_TYPES)}')
+    check_model_type(model_type)
     ov = _openvino()
     try:
         import nncf

@@ -128,7 +128,8 @@ def _write_onnx(model, path):
 def quantize_ort(fp32_path, int8_path, batches, per_channel=True, exclude_float_part=True):
     """ONNX Runtime static int8 (QDQ) of the exported detector ``fp32_path`` into ``int8_path``,
     calibrated (MinMax) on ``batches``; the :func:`float_part` stays float unless
-    ``exclude_float_part`` is false. Returns the settings and what stayed float."""
+    ``exclude_float_part`` is false. ``int8_path`` appears only when complete (quantized under a
+    temporary name). Returns the settings and what stayed float."""
     try:
         import onnx
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -140,6 +141,7 @@ def quantize_ort(fp32_path, int8_path, batches, per_channel=True, exclude_float_
     batches = _check_batches(batches)
     fp32_path, int8_path = str(fp32_path), str(int8_path)
     prepared = osp.splitext(int8_path)[0] + '.prep.onnx'
+    quantized = f'{osp.splitext(int8_path)[0]}.tmp{os.getpid()}.onnx'
     try:
         try:
             quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
@@ -150,15 +152,16 @@ def quantize_ort(fp32_path, int8_path, batches, per_channel=True, exclude_float_
         last, downstream = float_part(graph_model)
         exclude = (last + downstream) if exclude_float_part else []
         with _quiet_root_logger():
-            quantize_static(prepared, int8_path, BatchReader(batches, input_name),
+            quantize_static(prepared, quantized, BatchReader(batches, input_name),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax,
                             op_types_to_quantize=list(QUANT_OPS), nodes_to_exclude=exclude)
+        _write_onnx(copy_metadata(fp32_path, onnx.load(quantized)), int8_path)
     finally:
-        if prepared != fp32_path and osp.exists(prepared):
-            os.remove(prepared)
-    _write_onnx(copy_metadata(fp32_path, onnx.load(int8_path)), int8_path)
+        for path in ({prepared, quantized} - {fp32_path}):
+            if osp.exists(path):
+                os.remove(path)
     return dict(tool='onnxruntime.quantization.quantize_static', quant_format='QDQ',
                 per_channel=per_channel, calib_method='minmax', calib_batches=len(batches),
                 float_last=last if exclude_float_part else [],
